@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Generate golden fixtures by running the real Python dlt (1.31.0) against DuckDB.
+
+For every folder tests/dlt_fixtures/scenarios/<name>/ that holds a scenario.json, run its runs
+through one dlt pipeline (fresh pipelines_dir + duckdb file in a temp dir) and write
+<name>/expected.json with the resulting dataset contents.
+
+usage: <venv>/bin/python tests/dlt_fixtures/generate.py [scenario_name ...]
+(venv made by /work/shared/bench/setup-dlt.sh)
+"""
+import base64
+import datetime
+import decimal
+import json
+import os
+import sys
+import tempfile
+import traceback
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCENARIOS = os.path.join(HERE, "scenarios")
+
+# keep dlt away from any user/project config and telemetry
+os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
+os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING")
+
+import dlt  # noqa: E402
+import duckdb  # noqa: E402
+
+SYSTEM_TABLES = ("_dlt_loads", "_dlt_version", "_dlt_pipeline_state")
+
+
+def read_jsonl(path):
+    items = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                items.append(json.loads(line))
+    return items
+
+
+def make_incremental(spec, resource_pk):
+    kw = {}
+    for key in ("cursor_path", "initial_value", "end_value", "last_value_func", "row_order",
+                "on_cursor_value_missing", "lag", "range_start", "range_end"):
+        if spec.get(key) is not None:
+            kw[key] = spec[key]
+    pk = spec.get("primary_key")
+    if pk is not None:
+        # [] / "" disables dedup in dlt (empty tuple)
+        kw["primary_key"] = tuple(pk) if isinstance(pk, list) else pk
+    return dlt.sources.incremental(**kw)
+
+
+def make_resource(run, items, schema_name):
+    def _gen():
+        # one page per file is already merged into `items`; yield as a single page
+        yield items
+
+    kwargs = {"name": run["resource"]}
+    wd = run.get("write_disposition") or "append"
+    if run.get("merge_strategy"):
+        kwargs["write_disposition"] = {"disposition": wd, "strategy": run["merge_strategy"]}
+    else:
+        kwargs["write_disposition"] = wd
+    if run.get("primary_key"):
+        kwargs["primary_key"] = list(run["primary_key"])
+    if run.get("merge_key"):
+        kwargs["merge_key"] = list(run["merge_key"])
+    if run.get("columns"):
+        kwargs["columns"] = run["columns"]
+    if run.get("max_table_nesting") is not None:
+        kwargs["max_table_nesting"] = run["max_table_nesting"]
+    tn = run.get("table_name")
+    if tn is not None:
+        if tn.startswith("{") and tn.endswith("}"):
+            field = tn[1:-1]
+            kwargs["table_name"] = lambda item, _f=field: item[_f]
+        else:
+            kwargs["table_name"] = tn
+    res = dlt.resource(_gen, **kwargs)
+    if run.get("incremental"):
+        res.apply_hints(incremental=make_incremental(run["incremental"], run.get("primary_key")))
+    if run.get("root_key"):
+        # root_key is a source-level setting (normalizer config root_key_propagation)
+        @dlt.source(name=schema_name, root_key=True)
+        def _src():
+            return res
+
+        return _src()
+    return res
+
+
+def render(value, data_type):
+    if value is None:
+        return None
+    dt = data_type.upper()
+    if dt == "JSON":
+        return json.loads(value) if isinstance(value, str) else value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is not None:
+            return value.astimezone(datetime.timezone.utc).isoformat()
+        return value.isoformat()
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    return str(value)
+
+
+def dump_dataset(db_path, dataset):
+    con = duckdb.connect(db_path, read_only=True)
+    try:
+        con.execute("SET TimeZone='UTC'")
+        tables = [r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY table_name",
+            [dataset]).fetchall()]
+        out = {"tables": {}}
+        for t in tables:
+            if t in SYSTEM_TABLES:
+                continue
+            cols = con.execute(
+                "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+                "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                [dataset, t]).fetchall()
+            qt = '"%s"."%s"' % (dataset.replace('"', '""'), t.replace('"', '""'))
+            rows = con.execute("SELECT * FROM %s ORDER BY ALL" % qt).fetchall()
+            out["tables"][t] = {
+                "columns": [{"name": c, "type": ty, "nullable": nl == "YES"} for c, ty, nl in cols],
+                "rows": [{c[0]: render(v, c[1]) for c, v in zip(cols, row)} for row in rows],
+            }
+
+        def count(t):
+            exists = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                [dataset, t]).fetchone()[0]
+            if not exists:
+                return 0
+            return con.execute('SELECT count(*) FROM "%s"."%s"' % (dataset, t)).fetchone()[0]
+
+        out["loads"] = count("_dlt_loads")
+        out["state_rows"] = count("_dlt_pipeline_state")
+        out["version_rows"] = count("_dlt_version")
+        return out
+    finally:
+        con.close()
+
+
+def run_scenario(folder):
+    with open(os.path.join(folder, "scenario.json"), encoding="utf-8") as f:
+        scenario = json.load(f)
+    pipeline_name = scenario["pipeline"]
+    dataset = scenario["dataset"]
+    with tempfile.TemporaryDirectory(prefix="dltfx_") as tmp:
+        cwd = os.getcwd()
+        os.chdir(tmp)  # no stray .dlt/ config is picked up
+        try:
+            db_path = os.path.join(tmp, "fixture.duckdb")
+            pipeline = dlt.pipeline(
+                pipeline_name=pipeline_name,
+                pipelines_dir=os.path.join(tmp, "pipelines"),
+                destination=dlt.destinations.duckdb(db_path),
+                dataset_name=dataset,
+            )
+            run_results = []
+            for run in scenario["runs"]:
+                items = []
+                for fn in run["files"]:
+                    items.extend(read_jsonl(os.path.join(folder, fn)))
+                try:
+                    data = make_resource(run, items, pipeline_name)
+                    info = pipeline.run(data)
+                    run_results.append(len(info.loads_ids))
+                except Exception as ex:  # record, don't fail
+                    # unwrap PipelineStepFailed to the root cause
+                    cause = ex
+                    while getattr(cause, "__cause__", None) is not None:
+                        cause = cause.__cause__
+                    msg = "%s: %s" % (type(cause).__name__, str(cause))
+                    if cause is not ex:
+                        step = getattr(ex, "step", None)
+                        msg = "%s (%s%s)" % (msg, type(ex).__name__, " at " + step if step else "")
+                    run_results.append({"error": msg})
+                    print("  run raised:", msg.splitlines()[0][:300], file=sys.stderr)
+            schema_name = pipeline.default_schema_name
+            out = {"dlt_version": dlt.__version__, "dataset": dataset, "schema": schema_name}
+            out.update(dump_dataset(db_path, dataset) if os.path.exists(db_path) else
+                       {"tables": {}, "loads": 0, "state_rows": 0, "version_rows": 0})
+            out["run_load_ids"] = run_results
+        finally:
+            os.chdir(cwd)
+    return out
+
+
+def main(argv):
+    names = argv[1:] or sorted(
+        d for d in os.listdir(SCENARIOS)
+        if os.path.isfile(os.path.join(SCENARIOS, d, "scenario.json")))
+    failed = False
+    for name in names:
+        folder = os.path.join(SCENARIOS, name)
+        print("scenario", name, file=sys.stderr)
+        try:
+            out = run_scenario(folder)
+        except Exception:
+            traceback.print_exc()
+            failed = True
+            continue
+        with open(os.path.join(folder, "expected.json"), "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=1, ensure_ascii=False)
+            f.write("\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
