@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Load benchmark: N generated GitHub-like events (../shared/bench/gen_events.py) loaded with
+# `highwater run` into a fresh DuckDB file, append and merge, as whole processes; prints wall
+# seconds, root rows/s and peak RSS. With DLT_PYTHON set (a python with dlt 1.31.0, e.g. from
+# ../shared/bench/setup-dlt.sh), dlt loads the same file in the same run (--format parquet).
+#
+#   bash bench/load.sh 1000000
+#   DLT_PYTHON=~/.cache/dlt-venv/bin/python bash bench/load.sh 200000
+set -euo pipefail
+N=${1:-200000}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+shared=${SHARED_DIR:-$repo/../shared}
+target=${CARGO_TARGET_DIR:-$repo/target}
+cache=${BENCH_CACHE:-$HOME/.cache/highwater-bench}
+mkdir -p "$cache"
+
+cargo build --release -p highwater-cli --manifest-path "$repo/Cargo.toml" >&2
+bin="$target/release/highwater"
+
+data="$cache/events-$N.jsonl"
+[ -s "$data" ] || python3 "$shared/bench/gen_events.py" "$N" -o "$data"
+echo "data: $data ($(du -h "$data" | cut -f1), $N events)"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+measure() { # label command...
+  local label=$1; shift
+  local t0 t1
+  t0=$(date +%s.%N)
+  /usr/bin/time -f "%M" -o "$work/rss" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; return 1; }
+  t1=$(date +%s.%N)
+  local secs rss
+  secs=$(awk "BEGIN{print $t1 - $t0}")
+  rss=$(tail -1 "$work/rss")
+  printf '%-22s %8.2f s  %10.0f rows/s  peak %6.0f MiB\n' "$label" "$secs" "$(awk "BEGIN{print $N / $secs}")" "$(awk "BEGIN{print $rss / 1024}")"
+}
+
+for disposition in append merge; do
+  dir="$work/$disposition"
+  mkdir -p "$dir"
+  cat >"$dir/pipeline.toml" <<TOML
+[pipeline]
+name = "bench"
+destination = "duckdb:bench.duckdb"
+dataset = "events_data"
+working_dir = "work"
+
+[[resources]]
+name = "events"
+write_disposition = "$disposition"
+primary_key = "id"
+
+[resources.source]
+kind = "jsonl"
+path = "$data"
+TOML
+  measure "highwater $disposition" "$bin" run "$dir/pipeline.toml" --progress none
+  if [ -n "${DLT_PYTHON:-}" ]; then
+    measure "dlt $disposition" "$DLT_PYTHON" "$shared/bench/dlt_load.py" "$data" --format parquet \
+      --disposition "$disposition" --workdir "$work/dlt-$disposition"
+  fi
+done

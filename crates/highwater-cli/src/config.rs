@@ -1,0 +1,331 @@
+//! The pipeline file (`PIPELINE.toml`): these structs are exactly what a user writes, so unknown
+//! keys are errors naming the key and its line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole pipeline file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// `[pipeline]`.
+    pub pipeline: PipelineSection,
+    /// `[[resources]]`.
+    #[serde(default)]
+    pub resources: Vec<ResourceConfig>,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// Pipeline name.
+    pub name: String,
+    /// `duckdb` (default) or `duckdb:PATH`.
+    #[serde(default)]
+    pub destination: Option<Spanned<String>>,
+    /// Dataset; default `<name>_dataset`.
+    #[serde(default)]
+    pub dataset: Option<String>,
+    /// Working directory; default `$HIGHWATER_HOME/<name>` or `.highwater/<name>`.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+}
+
+/// A key given as one string or a list of strings (`primary_key`, `merge_key`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One column.
+    One(String),
+    /// Several columns.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The columns.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `[[resources]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// Resource name (and default table name).
+    pub name: String,
+    /// `append` (default) | `replace` | `merge`.
+    #[serde(default)]
+    pub write_disposition: Option<Spanned<String>>,
+    /// `delete-insert` (default) | `upsert` | `insert-only` | `scd2`.
+    #[serde(default)]
+    pub merge_strategy: Option<Spanned<String>>,
+    /// Primary key.
+    #[serde(default)]
+    pub primary_key: Option<OneOrMany>,
+    /// Merge key.
+    #[serde(default)]
+    pub merge_key: Option<OneOrMany>,
+    /// Table name; `"{field}"` dispatches on an item field.
+    #[serde(default)]
+    pub table_name: Option<String>,
+    /// Nesting levels that become child tables or flattened columns.
+    #[serde(default)]
+    pub max_table_nesting: Option<usize>,
+    /// `[resources.source]`.
+    pub source: SourceConfig,
+    /// `[resources.incremental]`.
+    #[serde(default)]
+    pub incremental: Option<IncrementalConfig>,
+    /// `[resources.columns.NAME]`.
+    #[serde(default)]
+    pub columns: IndexMap<String, ColumnConfig>,
+}
+
+/// `[resources.source]`: the keys of every kind; each kind says which it uses.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `jsonl` | `json`.
+    pub kind: Spanned<String>,
+    /// Files: a glob or a plain path, relative to the pipeline file.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// `[resources.incremental]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalConfig {
+    /// Field name or JSONPath of the cursor.
+    pub cursor_path: String,
+    /// First start value.
+    #[serde(default)]
+    pub initial_value: Option<toml::Value>,
+    /// End value: makes a stateless backfill.
+    #[serde(default)]
+    pub end_value: Option<toml::Value>,
+    /// `max` (default) | `min`.
+    #[serde(default)]
+    pub last_value_func: Option<Spanned<String>>,
+    /// Dedup key; `[]` disables dedup.
+    #[serde(default)]
+    pub primary_key: Option<Vec<String>>,
+    /// `closed` (default) | `open`.
+    #[serde(default)]
+    pub range_start: Option<Spanned<String>>,
+    /// `open` (default) | `closed`.
+    #[serde(default)]
+    pub range_end: Option<Spanned<String>>,
+    /// `asc` | `desc`.
+    #[serde(default)]
+    pub row_order: Option<Spanned<String>>,
+    /// `raise` (default) | `include` | `exclude`.
+    #[serde(default)]
+    pub on_cursor_value_missing: Option<Spanned<String>>,
+    /// Seconds (timestamps), days (dates) or units (numbers).
+    #[serde(default)]
+    pub lag: Option<f64>,
+    /// Take the range from `--interval-start/--interval-end` or the environment.
+    #[serde(default)]
+    pub allow_external_schedulers: bool,
+}
+
+/// `[resources.columns.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnConfig {
+    /// bigint | double | bool | text | timestamp | date | decimal | json | binary.
+    #[serde(default)]
+    pub data_type: Option<Spanned<String>>,
+    /// `false` makes the column NOT NULL.
+    #[serde(default)]
+    pub nullable: Option<bool>,
+    /// Precision.
+    #[serde(default)]
+    pub precision: Option<u32>,
+    /// Scale.
+    #[serde(default)]
+    pub scale: Option<u32>,
+    /// Merge: rows with a true value are deleted.
+    #[serde(default)]
+    pub hard_delete: bool,
+    /// Merge: `asc` | `desc`, which duplicate of a key wins.
+    #[serde(default)]
+    pub dedup_sort: Option<Spanned<String>>,
+}
+
+/// A parsed pipeline file and where it lives.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    /// The file's content.
+    pub file: PipelineFile,
+    /// The pipeline file's path.
+    pub path: PathBuf,
+    /// Its folder: relative paths are relative to it.
+    pub base: PathBuf,
+    text: String,
+}
+
+impl LoadedConfig {
+    /// Reads and parses a pipeline file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading pipeline file {}", path.display()))?;
+        let file: PipelineFile = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|span| line_of(&text, span.start));
+            match line {
+                Some(line) => anyhow!("{}:{line}: {}", path.display(), e.message().trim()),
+                None => anyhow!("{}: {}", path.display(), e.message().trim()),
+            }
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let names: Vec<&str> = file.resources.iter().map(|r| r.name.as_str()).collect();
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                bail!("{}: resource name {name:?} is used twice", path.display());
+            }
+        }
+        Ok(LoadedConfig {
+            file,
+            path: path.to_path_buf(),
+            base,
+            text,
+        })
+    }
+
+    /// `PATH:LINE` of a spanned value, for errors about its content.
+    pub fn at<T>(&self, spanned: &Spanned<T>) -> String {
+        format!(
+            "{}:{}",
+            self.path.display(),
+            line_of(&self.text, spanned.span().start)
+        )
+    }
+
+    /// A path from the file, made relative to the file's folder.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let p = PathBuf::from(path);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        }
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Parses one of `choices` from a spanned string, or errors naming the key, value and line.
+pub fn choice<'a>(
+    config: &LoadedConfig,
+    key: &str,
+    value: &'a Spanned<String>,
+    choices: &[&str],
+) -> Result<&'a str> {
+    let v = value.get_ref().as_str();
+    if choices.contains(&v) {
+        Ok(v)
+    } else {
+        bail!(
+            "{}: {key} = {v:?} is not one of {}",
+            config.at(value),
+            choices
+                .iter()
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// A TOML value as JSON (datetimes as ISO strings).
+pub fn toml_to_json(value: &toml::Value) -> serde_json::Value {
+    match value {
+        toml::Value::String(s) => serde_json::Value::String(s.clone()),
+        toml::Value::Integer(i) => serde_json::Value::from(*i),
+        toml::Value::Float(f) => serde_json::Value::from(*f),
+        toml::Value::Boolean(b) => serde_json::Value::Bool(*b),
+        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
+        toml::Value::Array(a) => serde_json::Value::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => serde_json::Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<LoadedConfig> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, text)?;
+        LoadedConfig::load(&path)
+    }
+
+    #[test]
+    fn parses_the_spec_example() {
+        let config = parse(
+            r#"
+[pipeline]
+name = "github_events"
+destination = "duckdb"
+dataset = "github_data"
+
+[[resources]]
+name = "events"
+write_disposition = "merge"
+primary_key = "id"
+table_name = "{type}"
+
+[resources.source]
+kind = "jsonl"
+path = "data/events-*.jsonl"
+
+[resources.incremental]
+cursor_path = "created_at"
+initial_value = "1970-01-01T00:00:00Z"
+
+[resources.columns.created_at]
+data_type = "timestamp"
+"#,
+        )
+        .unwrap();
+        let r = &config.file.resources[0];
+        assert_eq!(r.name, "events");
+        assert_eq!(r.primary_key.clone().unwrap().into_vec(), vec!["id"]);
+        assert_eq!(r.incremental.as_ref().unwrap().cursor_path, "created_at");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("[pipeline]\nname = \"p\"\n\n[[resources]]\nname = \"r\"\nbogus = 1\n[resources.source]\nkind = \"jsonl\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("p.toml:6:"), "{err}");
+        assert!(err.contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,151 @@
+//! The `highwater` command: runs the pipelines declared in a pipeline file.
+
+mod config;
+mod progress;
+mod sources;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use highwater::{DestinationConfig, Hints, Interval, Pipeline, RunOptions, WriteDisposition};
+use serde_json::json;
+
+use config::LoadedConfig;
+use progress::ProgressMode;
+
+/// Loads data from files and APIs into DuckDB, incrementally, with dlt's semantics.
+#[derive(Debug, Parser)]
+#[command(name = "highwater", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the pipeline: finish pending loads, then extract, normalize and load.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DispositionArg {
+    Replace,
+    Append,
+    Merge,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The pipeline file.
+    pipeline: PathBuf,
+    /// Run only these resources (repeatable).
+    #[arg(long = "resource", value_name = "NAME")]
+    resources: Vec<String>,
+    /// Override every resource's write disposition; `replace` is a full refresh.
+    #[arg(long, value_enum)]
+    write_disposition: Option<DispositionArg>,
+    /// Start of an external scheduler's interval (ISO-8601), for incrementals that allow it.
+    #[arg(long, requires = "interval_end")]
+    interval_start: Option<String>,
+    /// End of an external scheduler's interval (ISO-8601).
+    #[arg(long, requires = "interval_start")]
+    interval_end: Option<String>,
+    /// How to show progress on stderr.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+    /// Print one JSON object with the outcome on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run(args),
+    }
+}
+
+/// Builds the pipeline a pipeline file declares.
+fn pipeline_from(config: &LoadedConfig) -> Result<Pipeline> {
+    let section = &config.file.pipeline;
+    let default_db = PathBuf::from(format!("{}.duckdb", section.name));
+    let destination = match &section.destination {
+        Some(spec) => DestinationConfig::parse(spec.get_ref(), default_db, &config.base)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config.at(spec)))?,
+        None => DestinationConfig::DuckDb { path: default_db },
+    };
+    let mut builder = Pipeline::builder(section.name.clone()).destination(destination);
+    if let Some(dataset) = &section.dataset {
+        builder = builder.dataset(dataset.clone());
+    }
+    if let Some(dir) = &section.working_dir {
+        builder = builder.working_dir(config.resolve(dir));
+    }
+    Ok(builder.build()?)
+}
+
+fn load_config(path: &Path) -> Result<LoadedConfig> {
+    LoadedConfig::load(path)
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let config = load_config(&args.pipeline)?;
+    let mut pipeline = pipeline_from(&config)?;
+    let source = sources::build_source(&config)?;
+    pipeline.on_progress(progress::reporter(args.progress));
+    let options = RunOptions {
+        hints: Hints {
+            write_disposition: args.write_disposition.map(|d| match d {
+                DispositionArg::Replace => WriteDisposition::Replace,
+                DispositionArg::Append => WriteDisposition::Append,
+                DispositionArg::Merge => WriteDisposition::Merge,
+            }),
+            ..Hints::default()
+        },
+        resources: args.resources.clone(),
+        interval: match (&args.interval_start, &args.interval_end) {
+            (Some(start), Some(end)) => Some(Interval::parse(start, end)?),
+            _ => None,
+        },
+    };
+    let info = pipeline
+        .run_with(source, &options)
+        .with_context(|| format!("pipeline {} failed", pipeline.name()))?;
+    if args.json {
+        let state = pipeline.local_state()?.unwrap_or(serde_json::Value::Null);
+        let out = json!({
+            "pipeline": info.pipeline,
+            "dataset": info.dataset,
+            "load_ids": info.load_ids,
+            "tables": info.tables,
+            "state": state.get("sources").cloned().unwrap_or(serde_json::Value::Null),
+        });
+        println!("{out}");
+    } else if info.load_ids.is_empty() {
+        eprintln!("nothing new to load");
+    }
+    Ok(())
+}

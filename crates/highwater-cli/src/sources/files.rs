@@ -1,0 +1,260 @@
+//! File sources: `jsonl` (one JSON value per line) and `json` (one document: an array of
+//! objects or one object), from a glob read in byte order of the full path; `.gz` files are
+//! decompressed. Every item carries its `PATH:LINE` so errors can name it.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use highwater::{Error, Item, Resource};
+use serde_json::Value;
+
+/// The format of the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// JSON Lines.
+    Jsonl,
+    /// One JSON document per file.
+    Json,
+}
+
+/// The files a glob (or plain path) matches, sorted by full path.
+pub fn matching_files(pattern: &Path) -> Result<Vec<PathBuf>, Error> {
+    let text = pattern.to_string_lossy();
+    let paths = glob::glob(&text)
+        .map_err(|e| Error::Config(format!("path {text:?} is not a valid glob: {e}")))?;
+    let mut files: Vec<PathBuf> = paths
+        .filter_map(|p| p.ok())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort_by(|a, b| {
+        a.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.as_os_str().as_encoded_bytes())
+    });
+    Ok(files)
+}
+
+fn open(path: &Path) -> Result<Box<dyn Read + Send>, Error> {
+    let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(file)))
+    } else {
+        Ok(Box::new(file))
+    }
+}
+
+/// A resource named `name` reading the files `pattern` matches.
+pub fn file_resource(name: &str, pattern: PathBuf, format: FileFormat) -> Resource {
+    Resource::new(name, move |_ctx| {
+        let files = matching_files(&pattern)?;
+        if files.is_empty() {
+            tracing::warn!(path = %pattern.display(), "no file matches the source path");
+        }
+        let iter = files.into_iter().flat_map(
+            move |path| -> Box<dyn Iterator<Item = Result<Item, Error>> + Send> {
+                match format {
+                    FileFormat::Jsonl => match JsonLines::open(&path) {
+                        Ok(lines) => Box::new(lines),
+                        Err(e) => Box::new(std::iter::once(Err(e))),
+                    },
+                    FileFormat::Json => match read_json_document(&path) {
+                        Ok(items) => Box::new(items.into_iter().map(Ok)),
+                        Err(e) => Box::new(std::iter::once(Err(e))),
+                    },
+                }
+            },
+        );
+        Ok(iter)
+    })
+}
+
+/// Reads a JSON Lines file one item at a time.
+struct JsonLines {
+    reader: BufReader<Box<dyn Read + Send>>,
+    path: Arc<str>,
+    line: u64,
+    buf: Vec<u8>,
+    failed: bool,
+}
+
+impl JsonLines {
+    fn open(path: &Path) -> Result<Self, Error> {
+        Ok(JsonLines {
+            reader: BufReader::with_capacity(1 << 20, open(path)?),
+            path: Arc::from(path.display().to_string()),
+            line: 0,
+            buf: Vec::with_capacity(4096),
+            failed: false,
+        })
+    }
+}
+
+impl Iterator for JsonLines {
+    type Item = Result<Item, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            self.buf.clear();
+            match self.reader.read_until(b'\n', &mut self.buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(Error::io("reading", self.path.as_ref(), e)));
+                }
+            }
+            self.line += 1;
+            if self.buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Some(match serde_json::from_slice::<Value>(&self.buf) {
+                Ok(value) => Ok(Item::Located {
+                    value,
+                    file: self.path.clone(),
+                    line: self.line,
+                }),
+                Err(e) => {
+                    self.failed = true;
+                    Err(Error::InvalidJson {
+                        location: format!("{}:{}", self.path, self.line),
+                        message: e.to_string(),
+                    })
+                }
+            });
+        }
+    }
+}
+
+/// Reads a JSON document: an array's elements are items (each with its line), or the one object.
+fn read_json_document(path: &Path) -> Result<Vec<Item>, Error> {
+    let mut bytes = Vec::new();
+    open(path)?
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("reading", path, e))?;
+    let file: Arc<str> = Arc::from(path.display().to_string());
+    let invalid = |offset: usize, message: String| Error::InvalidJson {
+        location: format!("{}:{}", file, line_at(&bytes, offset)),
+        message,
+    };
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    if bytes.get(start) != Some(&b'[') {
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidJson {
+            location: format!("{}:{}", file, e.line()),
+            message: e.to_string(),
+        })?;
+        return Ok(vec![Item::Located {
+            value,
+            file: file.clone(),
+            line: line_at(&bytes, start),
+        }]);
+    }
+    // Walk the array element by element so each item knows its line.
+    let mut items = Vec::new();
+    let mut pos = start + 1;
+    loop {
+        pos += bytes[pos..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+        match bytes.get(pos) {
+            Some(b']') => break,
+            None => return Err(invalid(pos, "unterminated array".into())),
+            _ => {}
+        }
+        let mut stream = serde_json::Deserializer::from_slice(&bytes[pos..]).into_iter::<Value>();
+        let value = match stream.next() {
+            Some(Ok(value)) => value,
+            Some(Err(e)) => return Err(invalid(pos + stream.byte_offset(), e.to_string())),
+            None => return Err(invalid(pos, "expected a value".into())),
+        };
+        items.push(Item::Located {
+            value,
+            file: file.clone(),
+            line: line_at(&bytes, pos),
+        });
+        pos += stream.byte_offset();
+        pos += bytes[pos..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
+        match bytes.get(pos) {
+            Some(b',') => pos += 1,
+            Some(b']') => break,
+            _ => {
+                return Err(invalid(
+                    pos,
+                    "expected ',' or ']' after an array element".into(),
+                ))
+            }
+        }
+    }
+    Ok(items)
+}
+
+fn line_at(bytes: &[u8], offset: usize) -> u64 {
+    bytes[..offset.min(bytes.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count() as u64
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(mut resource: Resource) -> Result<Vec<(Value, String)>, Error> {
+        let mut out = Vec::new();
+        for item in resource.items()? {
+            match item? {
+                Item::Located { value, file, line } => out.push((value, format!("{file}:{line}"))),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn reads_jsonl_and_json_with_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.jsonl"), "{\"a\": 1}\n\n{\"a\": 2}\n").unwrap();
+        std::fs::write(dir.path().join("b.json"), "[\n {\"a\": 3},\n {\"a\": 4}\n]").unwrap();
+        let jsonl = values(file_resource(
+            "r",
+            dir.path().join("*.jsonl"),
+            FileFormat::Jsonl,
+        ))
+        .unwrap();
+        assert_eq!(jsonl.len(), 2);
+        assert!(jsonl[1].1.ends_with("a.jsonl:3"));
+        let json = values(file_resource(
+            "r",
+            dir.path().join("*.json"),
+            FileFormat::Json,
+        ))
+        .unwrap();
+        assert_eq!(json[1].0["a"], 4);
+        assert!(json[1].1.ends_with("b.json:3"));
+    }
+
+    #[test]
+    fn malformed_line_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.jsonl"), "{\"a\": 1}\n{\"a\": \n").unwrap();
+        let err = values(file_resource(
+            "r",
+            dir.path().join("a.jsonl"),
+            FileFormat::Jsonl,
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("a.jsonl:2: invalid JSON"), "{err}");
+    }
+}

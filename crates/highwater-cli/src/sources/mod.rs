@@ -1,0 +1,180 @@
+//! Turns the pipeline file's `[[resources]]` into library resources: every key maps onto the
+//! library API, so the command and the library share one implementation of each semantic.
+
+pub mod files;
+
+use anyhow::{anyhow, bail, Result};
+use highwater::{
+    Bound, ColumnHint, DataType, Hints, Incremental, LastValueFunc, MergeStrategy, OnCursorMissing,
+    Resource, RowOrder, SortOrder, Source, TableName, WriteDisposition,
+};
+
+use crate::config::{choice, toml_to_json, LoadedConfig, ResourceConfig};
+
+/// The source of all resources in the file (named after the pipeline).
+pub fn build_source(config: &LoadedConfig) -> Result<Source> {
+    let mut resources = Vec::new();
+    for resource in &config.file.resources {
+        resources.push(build_resource(config, resource)?);
+    }
+    Ok(Source::new(config.file.pipeline.name.clone(), resources))
+}
+
+fn build_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource> {
+    let kind = choice(config, "kind", &r.source.kind, &["jsonl", "json"])?;
+    let path = r.source.path.as_deref().ok_or_else(|| {
+        anyhow!(
+            "{}: resource {}: source kind {kind:?} needs a path",
+            config.at(&r.source.kind),
+            r.name
+        )
+    })?;
+    let format = match kind {
+        "jsonl" => files::FileFormat::Jsonl,
+        _ => files::FileFormat::Json,
+    };
+    let mut resource = files::file_resource(&r.name, config.resolve(path), format)
+        .with_hints(build_hints(config, r)?);
+    if let Some(inc) = &r.incremental {
+        let mut incremental = Incremental::new(&inc.cursor_path)
+            .map_err(|e| anyhow!("{}: resource {}: {e}", config.path.display(), r.name))?;
+        if let Some(v) = &inc.initial_value {
+            incremental = incremental.initial_value(toml_to_json(v));
+        }
+        if let Some(v) = &inc.end_value {
+            incremental = incremental.end_value(toml_to_json(v));
+        }
+        if let Some(f) = &inc.last_value_func {
+            incremental = incremental.last_value_func(
+                match choice(config, "last_value_func", f, &["max", "min"])? {
+                    "min" => LastValueFunc::Min,
+                    _ => LastValueFunc::Max,
+                },
+            );
+        }
+        if let Some(key) = &inc.primary_key {
+            incremental = incremental.primary_key(key.clone());
+        }
+        let bound = |b: &str| {
+            if b == "open" {
+                Bound::Open
+            } else {
+                Bound::Closed
+            }
+        };
+        if let Some(v) = &inc.range_start {
+            incremental = incremental.range_start(bound(choice(
+                config,
+                "range_start",
+                v,
+                &["closed", "open"],
+            )?));
+        }
+        if let Some(v) = &inc.range_end {
+            incremental =
+                incremental.range_end(bound(choice(config, "range_end", v, &["closed", "open"])?));
+        }
+        if let Some(v) = &inc.row_order {
+            incremental =
+                incremental.row_order(match choice(config, "row_order", v, &["asc", "desc"])? {
+                    "desc" => RowOrder::Desc,
+                    _ => RowOrder::Asc,
+                });
+        }
+        if let Some(v) = &inc.on_cursor_value_missing {
+            incremental = incremental.on_cursor_value_missing(
+                match choice(
+                    config,
+                    "on_cursor_value_missing",
+                    v,
+                    &["raise", "include", "exclude"],
+                )? {
+                    "include" => OnCursorMissing::Include,
+                    "exclude" => OnCursorMissing::Exclude,
+                    _ => OnCursorMissing::Raise,
+                },
+            );
+        }
+        if let Some(lag) = inc.lag {
+            incremental = incremental.lag(lag);
+        }
+        incremental = incremental.allow_external_schedulers(inc.allow_external_schedulers);
+        resource = resource.incremental(incremental);
+    }
+    Ok(resource)
+}
+
+fn build_hints(config: &LoadedConfig, r: &ResourceConfig) -> Result<Hints> {
+    let mut hints = Hints::default();
+    if let Some(wd) = &r.write_disposition {
+        hints.write_disposition = WriteDisposition::parse(choice(
+            config,
+            "write_disposition",
+            wd,
+            &["append", "replace", "merge"],
+        )?);
+    }
+    if let Some(ms) = &r.merge_strategy {
+        hints.merge_strategy = MergeStrategy::parse(choice(
+            config,
+            "merge_strategy",
+            ms,
+            &["delete-insert", "upsert", "insert-only", "scd2"],
+        )?);
+    }
+    hints.primary_key = r.primary_key.clone().map(|k| k.into_vec());
+    hints.merge_key = r.merge_key.clone().map(|k| k.into_vec());
+    hints.table_name = r.table_name.as_deref().map(TableName::parse);
+    hints.max_table_nesting = r.max_table_nesting;
+    for (name, c) in &r.columns {
+        let data_type = match &c.data_type {
+            Some(t) => Some(
+                DataType::parse(choice(
+                    config,
+                    "data_type",
+                    t,
+                    &[
+                        "bigint",
+                        "double",
+                        "bool",
+                        "text",
+                        "timestamp",
+                        "date",
+                        "time",
+                        "decimal",
+                        "json",
+                        "binary",
+                    ],
+                )?)
+                .ok_or_else(|| anyhow!("{}: unknown data_type", config.at(t)))?,
+            ),
+            None => None,
+        };
+        let dedup_sort = match &c.dedup_sort {
+            Some(s) => Some(match choice(config, "dedup_sort", s, &["asc", "desc"])? {
+                "asc" => SortOrder::Asc,
+                _ => SortOrder::Desc,
+            }),
+            None => None,
+        };
+        if c.hard_delete && hints.write_disposition != Some(WriteDisposition::Merge) {
+            bail!(
+                "{}: resource {}: column {name}: hard_delete needs write_disposition = \"merge\"",
+                config.path.display(),
+                r.name
+            );
+        }
+        hints.columns.insert(
+            name.clone(),
+            ColumnHint {
+                data_type,
+                nullable: c.nullable,
+                precision: c.precision,
+                scale: c.scale,
+                hard_delete: c.hard_delete,
+                dedup_sort,
+            },
+        );
+    }
+    Ok(hints)
+}

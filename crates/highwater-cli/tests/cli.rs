@@ -1,0 +1,372 @@
+//! The `highwater` command run as a process: exit codes, `--json`, error texts, bad input that
+//! must leave the destination and the state unchanged, and runs killed at every stage.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn highwater() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_highwater"));
+    cmd.env_remove("HIGHWATER_TEST_CRASH")
+        .env_remove("HIGHWATER_HOME")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+/// A project folder: a pipeline file over `data/*.jsonl`, merged by id, incremental on `ts`.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+const PIPELINE: &str = r#"
+[pipeline]
+name = "events"
+destination = "duckdb:out.duckdb"
+dataset = "raw"
+working_dir = "work"
+
+[[resources]]
+name = "events"
+write_disposition = "merge"
+primary_key = "id"
+
+[resources.source]
+kind = "jsonl"
+path = "data/*.jsonl"
+
+[resources.incremental]
+cursor_path = "ts"
+initial_value = 0
+"#;
+
+impl Project {
+    fn new(pipeline: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("pipeline.toml"), pipeline).unwrap();
+        Project { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn write_data(&self, name: &str, lines: &[String]) {
+        std::fs::write(self.path("data").join(name), lines.join("\n") + "\n").unwrap();
+    }
+
+    fn run(&self, args: &[&str], crash: Option<&str>) -> Output {
+        let mut cmd = highwater();
+        cmd.current_dir(self.dir.path())
+            .arg("run")
+            .arg("pipeline.toml")
+            .args(args);
+        if let Some(point) = crash {
+            cmd.env("HIGHWATER_TEST_CRASH", point);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn query_i64(&self, sql: &str) -> i64 {
+        let conn = duckdb::Connection::open(self.path("out.duckdb")).unwrap();
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// The rows of the dataset without random ids, sorted: equal for equal content.
+    fn content(&self) -> Vec<String> {
+        let conn = duckdb::Connection::open(self.path("out.duckdb")).unwrap();
+        let mut out = Vec::new();
+        for (table, sql) in [
+            ("events", "SELECT id, ts, name, _dlt_id FROM raw.events ORDER BY id"),
+            (
+                "tags",
+                "SELECT e.id, t.value, t._dlt_list_idx, t._dlt_root_id = e._dlt_id FROM raw.events__tags t JOIN raw.events e ON t._dlt_parent_id = e._dlt_id ORDER BY 1, 3",
+            ),
+        ] {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let mut rows = stmt.query([]).unwrap();
+            while let Some(row) = rows.next().unwrap() {
+                let a: i64 = row.get(0).unwrap();
+                let b: String = row.get::<_, duckdb::types::Value>(1).map(|v| format!("{v:?}")).unwrap();
+                let c: String = row.get::<_, duckdb::types::Value>(2).map(|v| format!("{v:?}")).unwrap();
+                if table == "events" {
+                    out.push(format!("{table}|{a}|{b}|{c}"));
+                } else {
+                    let d: bool = row.get(3).unwrap();
+                    out.push(format!("{table}|{a}|{b}|{c}|{d}"));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn event(id: i64, ts: i64, name: &str) -> String {
+    format!(r#"{{"id": {id}, "ts": {ts}, "name": "{name}", "tags": ["t{id}", "x"]}}"#)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn run_prints_json_and_second_run_loads_nothing() {
+    let p = Project::new(PIPELINE);
+    p.write_data(
+        "a.jsonl",
+        &(1..=5).map(|i| event(i, i * 10, "a")).collect::<Vec<_>>(),
+    );
+    let out = p.run(&["--json", "--progress", "none"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    assert_eq!(json["pipeline"], "events");
+    assert_eq!(json["dataset"], "raw");
+    assert_eq!(json["load_ids"].as_array().unwrap().len(), 1);
+    assert_eq!(json["tables"]["events"], 5);
+    assert_eq!(json["tables"]["events__tags"], 10);
+    assert_eq!(
+        json["state"]["events"]["resources"]["events"]["incremental"]["ts"]["last_value"],
+        50
+    );
+
+    let again = p.run(&["--json", "--progress", "none"], None);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let json: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(json["load_ids"].as_array().unwrap().len(), 0);
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw._dlt_loads"), 1);
+}
+
+#[test]
+fn malformed_line_names_file_and_line_and_changes_nothing() {
+    let p = Project::new(PIPELINE);
+    p.write_data(
+        "a.jsonl",
+        &(1..=3).map(|i| event(i, i, "a")).collect::<Vec<_>>(),
+    );
+    assert!(p.run(&["--progress", "none"], None).status.success());
+    let state_before = std::fs::read(p.path("work/state.json")).unwrap();
+    let mut lines: Vec<String> = (4..=6).map(|i| event(i, i, "b")).collect();
+    lines.insert(1, r#"{"id": 99, "ts": "#.to_string());
+    p.write_data("b.jsonl", &lines);
+    let out = p.run(&["--progress", "none"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("b.jsonl:2: invalid JSON"), "{err}");
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 3);
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw._dlt_loads"), 1);
+    assert_eq!(
+        std::fs::read(p.path("work/state.json")).unwrap(),
+        state_before
+    );
+}
+
+#[test]
+fn bad_pipeline_files_are_named_errors() {
+    let p =
+        Project::new(&PIPELINE.replace("dataset = \"raw\"", "dataset = \"raw\"\nbogus_key = 1"));
+    let out = p.run(&[], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("pipeline.toml:6:") && stderr(&out).contains("bogus_key"),
+        "{}",
+        stderr(&out)
+    );
+
+    let p = Project::new(&PIPELINE.replace("duckdb:out.duckdb", "oracle://db"));
+    let out = p.run(&[], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("unknown destination \"oracle://db\""),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!p.path("out.duckdb").exists());
+
+    let p = Project::new(PIPELINE);
+    let out = p.run(&["--no-such-flag"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let out = highwater().arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn wrong_type_for_hinted_column_fails_cleanly() {
+    let p = Project::new(
+        &(PIPELINE.to_string() + "\n[resources.columns.ts]\ndata_type = \"bigint\"\n"),
+    );
+    p.write_data(
+        "a.jsonl",
+        &[
+            event(1, 1, "a"),
+            r#"{"id": 2, "ts": "soon", "tags": []}"#.to_string(),
+        ],
+    );
+    let out = p.run(&["--progress", "none"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("column ts") || err.contains("cursor ts"),
+        "{err}"
+    );
+    assert!(err.contains("a.jsonl:2"), "{err}");
+    assert!(!p.path("work/state.json").exists());
+}
+
+/// Kills the run at each stage; the next run must end with exactly the rows of an uninterrupted run.
+#[test]
+fn killed_runs_are_finished_by_the_next_run() {
+    let batch1: Vec<String> = (1..=1500).map(|i| event(i, i, "first")).collect();
+    // Batch 2 updates ids 1000..1500 (same ts: boundary dedup and merge) and adds new ones.
+    let batch2: Vec<String> = (1000..=3000)
+        .map(|i| event(i, i.max(1500), "second"))
+        .collect();
+
+    let reference = Project::new(PIPELINE);
+    reference.write_data("a.jsonl", &batch1);
+    assert!(reference
+        .run(&["--progress", "none"], None)
+        .status
+        .success());
+    reference.write_data("b.jsonl", &batch2);
+    assert!(reference
+        .run(&["--progress", "none"], None)
+        .status
+        .success());
+    let expected = reference.content();
+    assert!(!expected.is_empty());
+
+    for point in [
+        "after-extract",
+        "after-extract-commit",
+        "mid-normalize",
+        "before-load",
+        "before-commit",
+        "after-commit",
+    ] {
+        for crash_in_run in [1, 2] {
+            let p = Project::new(PIPELINE);
+            p.write_data("a.jsonl", &batch1);
+            let first = p.run(
+                &["--progress", "none"],
+                (crash_in_run == 1).then_some(point),
+            );
+            assert_eq!(
+                first.status.success(),
+                crash_in_run != 1,
+                "{point}: {}",
+                stderr(&first)
+            );
+            p.write_data("b.jsonl", &batch2);
+            let second = p.run(
+                &["--progress", "none"],
+                (crash_in_run == 2).then_some(point),
+            );
+            assert_eq!(
+                second.status.success(),
+                crash_in_run != 2,
+                "{point}: {}",
+                stderr(&second)
+            );
+            let last = p.run(&["--progress", "none"], None);
+            assert!(last.status.success(), "{point}: {}", stderr(&last));
+            let got = p.content();
+            assert_eq!(
+                got.len(),
+                expected.len(),
+                "crash {point} in run {crash_in_run}: row count"
+            );
+            for (g, e) in got.iter().zip(&expected) {
+                // _dlt_id is random per load: compare everything else.
+                assert_eq!(
+                    strip_id(g),
+                    strip_id(e),
+                    "crash {point} in run {crash_in_run}"
+                );
+            }
+            let stale = p.run(&["--progress", "none", "--json"], None);
+            let json: Value = serde_json::from_slice(&stale.stdout).unwrap();
+            assert_eq!(
+                json["load_ids"].as_array().unwrap().len(),
+                0,
+                "{point}: a finished pipeline loads nothing more"
+            );
+        }
+    }
+}
+
+fn strip_id(row: &str) -> String {
+    let mut parts: Vec<&str> = row.split('|').collect();
+    if parts[0] == "events" {
+        parts.pop();
+    }
+    parts.join("|")
+}
+
+/// Real SIGKILLs at arbitrary moments of a larger run.
+#[test]
+fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    let batch: Vec<String> = (1..=20_000).map(|i| event(i, i / 3, "n")).collect();
+    let reference = Project::new(PIPELINE);
+    reference.write_data("a.jsonl", &batch);
+    assert!(reference
+        .run(&["--progress", "none"], None)
+        .status
+        .success());
+    let expected = reference.content();
+
+    let p = Project::new(PIPELINE);
+    p.write_data("a.jsonl", &batch);
+    for delay_ms in [20u64, 60, 120, 250, 400] {
+        let mut child = highwater()
+            .current_dir(p.dir.path())
+            .args(["run", "pipeline.toml", "--progress", "none"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let out = p.run(&["--progress", "none"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = p.content();
+    assert_eq!(got.len(), expected.len());
+    for (g, e) in got.iter().zip(&expected) {
+        assert_eq!(strip_id(g), strip_id(e));
+    }
+}
+
+#[test]
+fn example_pipeline_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/github_events");
+    let dir = tempfile::tempdir().unwrap();
+    let example = dir.path().join("github_events");
+    std::fs::create_dir_all(example.join("data")).unwrap();
+    for entry in std::fs::read_dir(root.join("data")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), example.join("data").join(entry.file_name())).unwrap();
+    }
+    std::fs::copy(root.join("pipeline.toml"), example.join("pipeline.toml")).unwrap();
+    let out = highwater()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "github_events/pipeline.toml",
+            "--json",
+            "--progress",
+            "log",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["tables"]["events"].as_u64().unwrap() >= 1000);
+    assert!(json["tables"]["events__payload__commits"].as_u64().unwrap() > 0);
+    assert!(
+        stderr(&out).contains("load:"),
+        "one progress line per stage: {}",
+        stderr(&out)
+    );
+}

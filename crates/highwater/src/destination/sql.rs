@@ -1,0 +1,288 @@
+//! SQL shared by SQL destinations: quoting and the statements of merge dispositions.
+//!
+//! Identifiers come from the schema (already normalized) and are always quoted here; values never
+//! appear in the SQL text.
+
+use crate::schema::{Column, DataType, MergeStrategy, Table};
+
+/// Quotes an identifier: `"name"`, with inner quotes doubled.
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// `"schema"."table"`.
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote(schema), quote(table))
+}
+
+/// A comma-separated list of quoted column names.
+pub fn column_list<'a>(columns: impl IntoIterator<Item = &'a str>) -> String {
+    columns
+        .into_iter()
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The condition that keeps rows not flagged deleted by the `hard_delete` column.
+fn not_deleted(table: &Table, alias: &str) -> Option<String> {
+    let column = table.columns.values().find(|c| c.hard_delete)?;
+    let col = format!("{alias}{}", quote(&column.name));
+    Some(if column.data_type == DataType::Bool {
+        format!("({col} IS NULL OR {col} = FALSE)")
+    } else {
+        format!("{col} IS NULL")
+    })
+}
+
+/// A table of the merged chain and the columns it has in the destination.
+pub struct ChainTable<'a> {
+    /// The schema table.
+    pub table: &'a Table,
+    /// Columns both in the staging and final table (those the staging load filled).
+    pub columns: Vec<String>,
+    /// Whether staging has rows for it in this load.
+    pub staged: bool,
+}
+
+/// The statements of a `delete-insert` merge of one root table and its children.
+///
+/// Staging is deduplicated by the primary key keeping the last row in load order (or the one
+/// `dedup_sort` picks); rows matching the primary or merge key are deleted from the final tables
+/// with their child rows (via `_dlt_root_id`); then the surviving staging rows are inserted.
+pub fn delete_insert(
+    dataset: &str,
+    staging: &str,
+    root: &ChainTable<'_>,
+    children: &[ChainTable<'_>],
+    temp_prefix: &str,
+) -> Vec<String> {
+    let mut sql = Vec::new();
+    let root_name = &root.table.name;
+    let final_root = qualified(dataset, root_name);
+    let stage_root = qualified(staging, root_name);
+    let pk: Vec<&Column> = root.table.primary_key();
+    let mk: Vec<&Column> = root.table.merge_key();
+    let deleted = not_deleted(root.table, "");
+
+    if pk.is_empty() && mk.is_empty() {
+        // No key: append everything, as dlt does.
+        for t in std::iter::once(root)
+            .chain(children.iter())
+            .filter(|t| t.staged)
+        {
+            let cols = column_list(t.columns.iter().map(String::as_str));
+            sql.push(format!(
+                "INSERT INTO {} ({cols}) SELECT {cols} FROM {}",
+                qualified(dataset, &t.table.name),
+                qualified(staging, &t.table.name)
+            ));
+        }
+        return sql;
+    }
+
+    let key_match = |keys: &[&Column]| -> Option<String> {
+        (!keys.is_empty()).then(|| {
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|c| format!("d.{0} = s.{0}", quote(&c.name)))
+                .collect();
+            format!("({})", parts.join(" AND "))
+        })
+    };
+    let condition = [key_match(&pk), key_match(&mk)]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let row_key = quote("_dlt_id");
+    let delete_tmp = quote(&format!("{temp_prefix}_delete"));
+    let insert_tmp = quote(&format!("{temp_prefix}_insert"));
+
+    // Delete phase: root rows matching any staged key, and their children.
+    sql.push(format!(
+        "CREATE OR REPLACE TEMPORARY TABLE {delete_tmp} AS SELECT d.{row_key} FROM {final_root} AS d WHERE EXISTS (SELECT 1 FROM {stage_root} AS s WHERE {condition})"
+    ));
+    for child in children {
+        let link = if child.table.columns.contains_key("_dlt_root_id") {
+            Some("_dlt_root_id")
+        } else if child.table.parent.as_deref() == Some(root_name.as_str()) {
+            Some("_dlt_parent_id")
+        } else {
+            None
+        };
+        if let Some(link) = link {
+            sql.push(format!(
+                "DELETE FROM {} WHERE {} IN (SELECT * FROM {delete_tmp})",
+                qualified(dataset, &child.table.name),
+                quote(link)
+            ));
+        }
+    }
+    sql.push(format!(
+        "DELETE FROM {final_root} WHERE {row_key} IN (SELECT * FROM {delete_tmp})"
+    ));
+
+    // Insert phase: surviving staging rows (deduplicated by the primary key), not deleted.
+    let keep = deleted.clone().unwrap_or_else(|| "1 = 1".to_string());
+    let survivors = if pk.is_empty() {
+        format!("SELECT {row_key} FROM {stage_root} WHERE {keep}")
+    } else {
+        let partition = column_list(pk.iter().map(|c| c.name.as_str()));
+        let order = match root.table.columns.values().find(|c| c.dedup_sort.is_some()) {
+            Some(c) => format!(
+                "{} {}, rowid DESC",
+                quote(&c.name),
+                if c.dedup_sort == Some(crate::schema::SortOrder::Asc) {
+                    "ASC"
+                } else {
+                    "DESC"
+                }
+            ),
+            None => "rowid DESC".to_string(),
+        };
+        format!(
+            "SELECT {row_key} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {order}) AS _dlt_dedup_rn FROM {stage_root}) AS _dlt_dedup_numbered WHERE _dlt_dedup_rn = 1 AND {keep}"
+        )
+    };
+    sql.push(format!(
+        "CREATE OR REPLACE TEMPORARY TABLE {insert_tmp} AS {survivors}"
+    ));
+    let cols = column_list(root.columns.iter().map(String::as_str));
+    sql.push(format!(
+        "INSERT INTO {final_root} ({cols}) SELECT {cols} FROM {stage_root} WHERE {row_key} IN (SELECT * FROM {insert_tmp})"
+    ));
+    for child in children.iter().filter(|t| t.staged) {
+        let cols = column_list(child.columns.iter().map(String::as_str));
+        let link = if child.table.columns.contains_key("_dlt_root_id") {
+            "_dlt_root_id"
+        } else {
+            "_dlt_parent_id"
+        };
+        sql.push(format!(
+            "INSERT INTO {} ({cols}) SELECT {cols} FROM {} WHERE {} IN (SELECT * FROM {insert_tmp})",
+            qualified(dataset, &child.table.name),
+            qualified(staging, &child.table.name),
+            quote(link)
+        ));
+    }
+    sql.push(format!("DROP TABLE IF EXISTS {delete_tmp}"));
+    sql.push(format!("DROP TABLE IF EXISTS {insert_tmp}"));
+    sql
+}
+
+/// The statements of an `upsert` or `insert-only` merge (requires a primary key; the root
+/// `_dlt_id` is a hash of the key, so child row ids are stable across loads).
+pub fn upsert(
+    dataset: &str,
+    staging: &str,
+    root: &ChainTable<'_>,
+    children: &[ChainTable<'_>],
+    strategy: MergeStrategy,
+) -> Vec<String> {
+    let mut sql = Vec::new();
+    let final_root = qualified(dataset, &root.table.name);
+    let stage_root = qualified(staging, &root.table.name);
+    let pk: Vec<&Column> = root.table.primary_key();
+    let on = pk
+        .iter()
+        .map(|c| format!("d.{0} = s.{0}", quote(&c.name)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let cols = column_list(root.columns.iter().map(String::as_str));
+    let values = root
+        .columns
+        .iter()
+        .map(|c| format!("s.{}", quote(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let deleted_col = root.table.columns.values().find(|c| c.hard_delete);
+    let is_deleted = deleted_col.map(|c| {
+        if c.data_type == DataType::Bool {
+            format!("s.{} = TRUE", quote(&c.name))
+        } else {
+            format!("s.{} IS NOT NULL", quote(&c.name))
+        }
+    });
+    let insert_only = strategy == MergeStrategy::InsertOnly;
+    let mut merge = format!("MERGE INTO {final_root} AS d USING {stage_root} AS s ON {on}");
+    if !insert_only {
+        if let Some(deleted) = &is_deleted {
+            merge.push_str(&format!(" WHEN MATCHED AND {deleted} THEN DELETE"));
+        }
+        let set = root
+            .columns
+            .iter()
+            .map(|c| format!("{0} = s.{0}", quote(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        merge.push_str(&format!(" WHEN MATCHED THEN UPDATE SET {set}"));
+    }
+    let insert_cond = match &is_deleted {
+        Some(deleted) => format!(" AND NOT ({deleted})"),
+        None => String::new(),
+    };
+    merge.push_str(&format!(
+        " WHEN NOT MATCHED{insert_cond} THEN INSERT ({cols}) VALUES ({values})"
+    ));
+    sql.push(merge);
+    for child in children.iter().filter(|t| t.staged) {
+        let final_child = qualified(dataset, &child.table.name);
+        let stage_child = qualified(staging, &child.table.name);
+        let cols = column_list(child.columns.iter().map(String::as_str));
+        let values = child
+            .columns
+            .iter()
+            .map(|c| format!("s.{}", quote(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut merge = format!("MERGE INTO {final_child} AS d USING {stage_child} AS s ON d.\"_dlt_id\" = s.\"_dlt_id\"");
+        if !insert_only {
+            let set = child
+                .columns
+                .iter()
+                .map(|c| format!("{0} = s.{0}", quote(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            merge.push_str(&format!(" WHEN MATCHED THEN UPDATE SET {set}"));
+        }
+        merge.push_str(&format!(
+            " WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"
+        ));
+        sql.push(merge);
+    }
+    if !insert_only {
+        for child in children
+            .iter()
+            .filter(|t| t.table.columns.contains_key("_dlt_root_id"))
+        {
+            let final_child = qualified(dataset, &child.table.name);
+            let stage_child = qualified(staging, &child.table.name);
+            let kept = if child.staged {
+                format!(" AND \"_dlt_id\" NOT IN (SELECT \"_dlt_id\" FROM {stage_child})")
+            } else {
+                String::new()
+            };
+            sql.push(format!(
+                "DELETE FROM {final_child} WHERE \"_dlt_root_id\" IN (SELECT \"_dlt_id\" FROM {stage_root}){kept}"
+            ));
+            if let Some(deleted) = &is_deleted {
+                sql.push(format!(
+                    "DELETE FROM {final_child} WHERE \"_dlt_root_id\" IN (SELECT \"_dlt_id\" FROM {stage_root} AS s WHERE {deleted})"
+                ));
+            }
+        }
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_identifiers() {
+        assert_eq!(quote("a\"b"), "\"a\"\"b\"");
+        assert_eq!(qualified("ds", "t"), "\"ds\".\"t\"");
+    }
+}

@@ -1,0 +1,142 @@
+//! The library's error type: one enum whose messages name what went wrong and where.
+
+use std::path::PathBuf;
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can make a run fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or directory could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done ("reading", "creating directory", …).
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// Input data is not valid JSON.
+    #[error("{location}: invalid JSON: {message}")]
+    InvalidJson {
+        /// `PATH:LINE` or the resource that yielded the item.
+        location: String,
+        /// What the parser said.
+        message: String,
+    },
+
+    /// A resource failed while producing items.
+    #[error("resource {resource}: {message}")]
+    Resource {
+        /// The resource's name.
+        resource: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// A hint, option or argument is not usable.
+    #[error("{0}")]
+    Config(String),
+
+    /// Another run of the same pipeline holds the lock.
+    #[error("pipeline {pipeline} is already running (lock held on {path}); wait for it to finish")]
+    Locked {
+        /// The pipeline's name.
+        pipeline: String,
+        /// The lock file.
+        path: PathBuf,
+    },
+
+    /// A value does not fit the declared type of its column.
+    #[error("{location}table {table}, column {column}: cannot store {value} as {data_type}")]
+    CannotCoerce {
+        /// `PATH:LINE: ` when known.
+        location: String,
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The declared type.
+        data_type: &'static str,
+        /// The offending value (shortened).
+        value: String,
+    },
+
+    /// A NOT NULL column got no value.
+    #[error("{location}table {table}, column {column}: value is missing or null but the column is not nullable")]
+    NullInNotNull {
+        /// `PATH:LINE: ` when known.
+        location: String,
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+    },
+
+    /// The incremental could not be applied to an item.
+    #[error("{location}resource {resource}, cursor {cursor_path}: {message}")]
+    Incremental {
+        /// `PATH:LINE: ` when known.
+        location: String,
+        /// The resource.
+        resource: String,
+        /// The cursor path.
+        cursor_path: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// The destination refused an operation.
+    #[error("destination {destination}: {context}: {source}")]
+    Destination {
+        /// Which destination (e.g. the DuckDB file).
+        destination: String,
+        /// What was being done.
+        context: String,
+        /// The driver's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A file the pipeline wrote itself cannot be read back.
+    #[error("corrupt {what}: {detail}")]
+    Corrupt {
+        /// Which file or document.
+        what: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+
+    /// Writing or reading a columnar file failed.
+    #[error("columnar file {path}: {message}")]
+    Columnar {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Shortens a value for an error message, so a huge value does not flood the terminal.
+pub(crate) fn preview(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 80 {
+        let cut: String = text.chars().take(77).collect();
+        format!("{cut}...")
+    } else {
+        text
+    }
+}

@@ -1,0 +1,946 @@
+//! Incremental loading: a cursor over the items, a range of cursor values to keep, and boundary
+//! dedup so that rows at the boundary value are loaded once — dlt's `Incremental`, with typed
+//! comparisons and a compact boundary set.
+
+mod arrow_filter;
+mod cursor;
+mod path;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+
+pub use cursor::{CursorKind, CursorValue};
+pub use path::CursorPath;
+
+use crate::error::{Error, Result};
+use crate::hash::shake128_b64;
+
+/// A custom last-value function: folds the cursor values given (one or two: the item's and the
+/// running last value) into the new last value, as dlt's `last_value_func` callables do.
+pub type CustomLastValue = Arc<dyn Fn(&[&Value]) -> Value + Send + Sync>;
+
+/// Which of two cursor values is the better (newer) one.
+#[derive(Clone, Default)]
+pub enum LastValueFunc {
+    /// The highest value is the newest (default).
+    #[default]
+    Max,
+    /// The lowest value is the newest.
+    Min,
+    /// A function over raw JSON values (e.g. a map of last values per event type).
+    Custom(CustomLastValue),
+}
+
+impl std::fmt::Debug for LastValueFunc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LastValueFunc::Max => write!(f, "Max"),
+            LastValueFunc::Min => write!(f, "Min"),
+            LastValueFunc::Custom(_) => write!(f, "Custom(<fn>)"),
+        }
+    }
+}
+
+/// Whether a range bound includes values equal to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// Equal values are in range.
+    Closed,
+    /// Equal values are out of range.
+    Open,
+}
+
+/// The order the resource yields cursor values in, so the run can stop early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowOrder {
+    /// Ascending cursor values.
+    Asc,
+    /// Descending cursor values.
+    Desc,
+}
+
+/// What to do with an item that has no cursor value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCursorMissing {
+    /// Fail the run, naming the item (default).
+    #[default]
+    Raise,
+    /// Keep the item; it does not move the cursor.
+    Include,
+    /// Drop the item.
+    Exclude,
+}
+
+/// The configuration of an incremental (dlt's `dlt.sources.incremental`).
+#[derive(Debug, Clone)]
+pub struct Incremental {
+    pub(crate) cursor_path: CursorPath,
+    pub(crate) initial_value: Option<Value>,
+    pub(crate) end_value: Option<Value>,
+    pub(crate) last_value_func: LastValueFunc,
+    pub(crate) primary_key: Option<Vec<String>>,
+    pub(crate) range_start: Bound,
+    pub(crate) range_end: Bound,
+    pub(crate) row_order: Option<RowOrder>,
+    pub(crate) on_cursor_value_missing: OnCursorMissing,
+    pub(crate) lag: Option<f64>,
+    pub(crate) allow_external_schedulers: bool,
+}
+
+impl Incremental {
+    /// An incremental over `cursor_path` (a field name or JSONPath such as `$.item.ts`).
+    pub fn new(cursor_path: &str) -> Result<Self> {
+        Ok(Incremental {
+            cursor_path: CursorPath::parse(cursor_path)?,
+            initial_value: None,
+            end_value: None,
+            last_value_func: LastValueFunc::Max,
+            primary_key: None,
+            range_start: Bound::Closed,
+            range_end: Bound::Open,
+            row_order: None,
+            on_cursor_value_missing: OnCursorMissing::Raise,
+            lag: None,
+            allow_external_schedulers: false,
+        })
+    }
+
+    /// The value to start from on the first run.
+    pub fn initial_value(mut self, value: impl Into<Value>) -> Self {
+        self.initial_value = Some(value.into());
+        self
+    }
+
+    /// The end of the range; makes the run a stateless backfill.
+    pub fn end_value(mut self, value: impl Into<Value>) -> Self {
+        self.end_value = Some(value.into());
+        self
+    }
+
+    /// `max` (default), `min`, or a custom function.
+    pub fn last_value_func(mut self, func: LastValueFunc) -> Self {
+        self.last_value_func = func;
+        self
+    }
+
+    /// The dedup key; an empty list disables boundary dedup. Defaults to the resource's key.
+    pub fn primary_key<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.primary_key = Some(columns.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether the start value itself is in range (closed, default) or not (open).
+    pub fn range_start(mut self, bound: Bound) -> Self {
+        self.range_start = bound;
+        self
+    }
+
+    /// Whether the end value itself is in range (closed) or not (open, default).
+    pub fn range_end(mut self, bound: Bound) -> Self {
+        self.range_end = bound;
+        self
+    }
+
+    /// The order of cursor values in the resource, to stop pulling once out of range.
+    pub fn row_order(mut self, order: RowOrder) -> Self {
+        self.row_order = Some(order);
+        self
+    }
+
+    /// What to do when an item has no cursor value.
+    pub fn on_cursor_value_missing(mut self, mode: OnCursorMissing) -> Self {
+        self.on_cursor_value_missing = mode;
+        self
+    }
+
+    /// Re-reads a window behind the last value: seconds, days or cursor units.
+    pub fn lag(mut self, lag: f64) -> Self {
+        self.lag = Some(lag);
+        self
+    }
+
+    /// Lets an external scheduler's interval set the range.
+    pub fn allow_external_schedulers(mut self, allow: bool) -> Self {
+        self.allow_external_schedulers = allow;
+        self
+    }
+
+    /// The key of this incremental in the resource state (`incremental.<cursor_path>`).
+    pub(crate) fn state_key(&self) -> &str {
+        self.cursor_path.as_str()
+    }
+
+    /// The cursor path as given.
+    pub fn cursor_path(&self) -> &str {
+        self.cursor_path.as_str()
+    }
+
+    /// Whether this incremental neither reads nor writes state (an `end_value` is set).
+    pub fn is_stateless(&self) -> bool {
+        self.end_value.is_some()
+    }
+
+    /// Takes the range from an external scheduler's interval (when allowed), converted to the
+    /// cursor's type: a number cursor gets Unix seconds, a date cursor dates, others ISO strings.
+    pub(crate) fn join_interval(&mut self, interval: &Interval, hinted: Option<CursorKind>) {
+        if !self.allow_external_schedulers {
+            return;
+        }
+        let kind = hinted
+            .or_else(|| self.initial_value.as_ref().and_then(CursorKind::infer))
+            .unwrap_or(CursorKind::Timestamp);
+        let convert = |t: &chrono::DateTime<chrono::Utc>| -> Value {
+            match kind {
+                CursorKind::Number => {
+                    if t.timestamp_subsec_micros() == 0 {
+                        Value::from(t.timestamp())
+                    } else {
+                        Value::from(t.timestamp_micros() as f64 / 1e6)
+                    }
+                }
+                CursorKind::Date => Value::String(t.format("%Y-%m-%d").to_string()),
+                _ => Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            }
+        };
+        self.initial_value = Some(convert(&interval.start));
+        self.end_value = Some(convert(&interval.end));
+    }
+}
+
+/// An interval given by an external scheduler (Airflow's data interval, a cron wrapper).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interval {
+    /// Start (inclusive by default).
+    pub start: chrono::DateTime<chrono::Utc>,
+    /// End (exclusive by default).
+    pub end: chrono::DateTime<chrono::Utc>,
+}
+
+impl Interval {
+    /// Parses two ISO-8601 timestamps (or dates); the end must not be before the start.
+    pub fn parse(start: &str, end: &str) -> Result<Interval> {
+        let parse = |what: &str, s: &str| {
+            crate::timeparse::parse_timestamp_or_date(s.trim()).ok_or_else(|| {
+                Error::Config(format!(
+                    "interval {what} {s:?} is not an ISO-8601 timestamp"
+                ))
+            })
+        };
+        let interval = Interval {
+            start: parse("start", start)?,
+            end: parse("end", end)?,
+        };
+        if interval.end < interval.start {
+            return Err(Error::Config(format!(
+                "interval end {end} is before its start {start}"
+            )));
+        }
+        Ok(interval)
+    }
+
+    /// The interval from the environment: `HIGHWATER_INTERVAL_START/END`, else dlt's
+    /// `DLT_INTERVAL_START/END`; `None` when neither pair is set.
+    pub fn from_env() -> Result<Option<Interval>> {
+        for (start, end) in [
+            ("HIGHWATER_INTERVAL_START", "HIGHWATER_INTERVAL_END"),
+            ("DLT_INTERVAL_START", "DLT_INTERVAL_END"),
+        ] {
+            match (std::env::var(start), std::env::var(end)) {
+                (Ok(s), Ok(e)) => return Interval::parse(&s, &e).map(Some),
+                (Ok(_), Err(_)) | (Err(_), Ok(_)) => {
+                    return Err(Error::Config(format!(
+                        "set both {start} and {end}, or neither"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Whether an item is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Keep,
+    Drop,
+}
+
+/// The incremental while its resource runs: the range, the moving last value, the boundary set.
+#[derive(Debug)]
+pub(crate) struct IncrementalRun {
+    config: Incremental,
+    resource: String,
+    kind: Option<CursorKind>,
+    initial_raw: Option<Value>,
+    start_raw: Option<Value>,
+    start: Option<CursorValue>,
+    end: Option<CursorValue>,
+    last: Option<CursorValue>,
+    dedup_key: Option<Vec<String>>,
+    dedup: bool,
+    start_hashes: HashSet<String>,
+    hashes: HashSet<String>,
+    start_out_of_range: bool,
+    end_out_of_range: bool,
+    kept_rows: u64,
+    custom_last: Option<Value>,
+}
+
+impl IncrementalRun {
+    /// Binds `config` to a resource and its stored incremental state (`None` when stateless).
+    pub(crate) fn bind(
+        config: Incremental,
+        resource: &str,
+        resource_key: Option<&[String]>,
+        hinted_kind: Option<CursorKind>,
+        stored: Option<&Value>,
+    ) -> Result<Self> {
+        let dedup_key = match &config.primary_key {
+            Some(key) => Some(key.clone()),
+            None => resource_key.map(<[String]>::to_vec),
+        };
+        let dedup = config.range_start == Bound::Closed
+            && config.end_value.is_none()
+            && config.lag.is_none()
+            && dedup_key.as_ref().is_none_or(|k| !k.is_empty());
+        let stored = if config.is_stateless() { None } else { stored };
+        let stored_last = stored
+            .and_then(|s| s.get("last_value"))
+            .filter(|v| !v.is_null());
+        let start_hashes: HashSet<String> = stored
+            .and_then(|s| s.get("unique_hashes"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let start_raw = stored_last
+            .cloned()
+            .or_else(|| config.initial_value.clone());
+        let mut run = IncrementalRun {
+            initial_raw: config.initial_value.clone(),
+            start_raw,
+            config,
+            resource: resource.to_string(),
+            kind: hinted_kind,
+            start: None,
+            end: None,
+            last: None,
+            dedup_key,
+            dedup,
+            hashes: start_hashes.clone(),
+            start_hashes,
+            start_out_of_range: false,
+            end_out_of_range: false,
+            kept_rows: 0,
+            custom_last: None,
+        };
+        if matches!(run.config.last_value_func, LastValueFunc::Custom(_)) {
+            // Custom functions compare raw values; the range is not parsed.
+            run.custom_last = run.start_raw.clone();
+            return Ok(run);
+        }
+        if run.kind.is_none() {
+            // A stored last value came from the data, so it tells the cursor's kind best.
+            run.kind = stored_last.and_then(CursorKind::infer);
+        }
+        if let Some(kind) = run.kind {
+            run.resolve(kind, "")?;
+        }
+        Ok(run)
+    }
+
+    /// Parses the range once the cursor's kind is known.
+    fn resolve(&mut self, kind: CursorKind, location: &str) -> Result<()> {
+        self.kind = Some(kind);
+        let mut start = match &self.start_raw {
+            Some(raw) => Some(self.parse_bound(raw, kind, "start value", location)?),
+            None => None,
+        };
+        let lag = match self.config.last_value_func {
+            LastValueFunc::Custom(_) => None,
+            _ => self.config.lag,
+        };
+        if let (Some(lag), Some(value)) = (lag, &start) {
+            let sign = match self.config.last_value_func {
+                LastValueFunc::Min => 1.0,
+                _ => -1.0,
+            };
+            let mut lagged = value.shifted(lag, sign);
+            if let Some(initial) = &self.initial_raw {
+                let initial = self.parse_bound(initial, kind, "initial_value", location)?;
+                if self.better(&lagged, &initial) == std::cmp::Ordering::Less {
+                    lagged = initial;
+                }
+            }
+            start = Some(lagged);
+        }
+        self.end = match &self.config.end_value {
+            Some(raw) => Some(self.parse_bound(raw, kind, "end_value", location)?),
+            None => None,
+        };
+        self.last = start.clone();
+        self.start = start;
+        Ok(())
+    }
+
+    fn parse_bound(
+        &self,
+        raw: &Value,
+        kind: CursorKind,
+        what: &str,
+        location: &str,
+    ) -> Result<CursorValue> {
+        CursorValue::parse(raw, kind).ok_or_else(|| {
+            self.error(
+                location,
+                format!(
+                    "{what} {raw} cannot be compared with cursor values of type {}",
+                    kind.name()
+                ),
+            )
+        })
+    }
+
+    fn error(&self, location: &str, message: String) -> Error {
+        Error::Incremental {
+            location: location.to_string(),
+            resource: self.resource.clone(),
+            cursor_path: self.config.cursor_path.as_str().to_string(),
+            message,
+        }
+    }
+
+    /// `Greater` when `a` is newer than `b` under the last-value function.
+    fn better(&self, a: &CursorValue, b: &CursorValue) -> std::cmp::Ordering {
+        match self.config.last_value_func {
+            LastValueFunc::Min => b.compare(a),
+            _ => a.compare(b),
+        }
+    }
+
+    /// Decides whether `item` is kept and moves the last value (dlt's per-row filter).
+    pub(crate) fn filter(&mut self, item: &Value, location: &str) -> Result<Verdict> {
+        use std::cmp::Ordering::*;
+        if let LastValueFunc::Custom(f) = &self.config.last_value_func {
+            let f = f.clone();
+            return self.filter_custom(&f, item, location);
+        }
+        let raw = match self.config.cursor_path.find(item) {
+            Some(v) if !v.is_null() => v,
+            found => {
+                return match self.config.on_cursor_value_missing {
+                    OnCursorMissing::Raise => Err(self.error(
+                        location,
+                        if found.is_some() {
+                            "cursor value is null".to_string()
+                        } else {
+                            "item has no cursor value".to_string()
+                        },
+                    )),
+                    OnCursorMissing::Include => {
+                        self.start_out_of_range = false;
+                        self.end_out_of_range = false;
+                        self.kept_rows += 1;
+                        Ok(Verdict::Keep)
+                    }
+                    OnCursorMissing::Exclude => {
+                        self.start_out_of_range = false;
+                        self.end_out_of_range = false;
+                        Ok(Verdict::Drop)
+                    }
+                };
+            }
+        };
+        let kind = match self.kind {
+            Some(kind) => kind,
+            None => {
+                let kind = CursorKind::infer(raw).ok_or_else(|| {
+                    self.error(
+                        location,
+                        format!("cursor value {raw} is not a number, text, date or timestamp"),
+                    )
+                })?;
+                self.resolve(kind, location)?;
+                kind
+            }
+        };
+        let value = CursorValue::parse(raw, kind).ok_or_else(|| {
+            self.error(
+                location,
+                format!(
+                    "cursor value {} does not match the cursor's type {}",
+                    crate::error::preview(raw),
+                    kind.name()
+                ),
+            )
+        })?;
+        self.start_out_of_range = false;
+        self.end_out_of_range = false;
+        if let Some(end) = &self.end {
+            let order = self.better(&value, end);
+            if order == Greater || (order == Equal && self.config.range_end == Bound::Open) {
+                self.end_out_of_range = true;
+                return Ok(Verdict::Drop);
+            }
+        }
+        let is_new_best = match &self.last {
+            None => true,
+            Some(last) => self.better(&value, last) == Greater,
+        };
+        if is_new_best {
+            self.last = Some(value);
+            if self.dedup {
+                let hash = self.row_hash(item, location)?;
+                self.hashes.clear();
+                self.hashes.insert(hash);
+            }
+            self.kept_rows += 1;
+            return Ok(Verdict::Keep);
+        }
+        let mut row_hash = None;
+        if let Some(start) = &self.start {
+            let order = self.better(&value, start);
+            if order == Equal && self.config.range_start == Bound::Open {
+                self.start_out_of_range = true;
+                return Ok(Verdict::Drop);
+            }
+            if order == Less {
+                self.start_out_of_range = true;
+                return Ok(Verdict::Drop);
+            }
+            if order == Equal && self.dedup {
+                let hash = self.row_hash(item, location)?;
+                if self.start_hashes.contains(&hash) {
+                    self.start_out_of_range = true;
+                    return Ok(Verdict::Drop);
+                }
+                row_hash = Some(hash);
+            }
+        }
+        if self.dedup
+            && self
+                .last
+                .as_ref()
+                .is_some_and(|last| value.compare(last) == Equal)
+        {
+            let hash = match row_hash {
+                Some(hash) => hash,
+                None => self.row_hash(item, location)?,
+            };
+            self.hashes.insert(hash);
+        }
+        self.kept_rows += 1;
+        Ok(Verdict::Keep)
+    }
+
+    /// dlt's equality-based filter for a custom last-value function over raw JSON values.
+    fn filter_custom(
+        &mut self,
+        f: &CustomLastValue,
+        item: &Value,
+        location: &str,
+    ) -> Result<Verdict> {
+        let Some(v) = self.config.cursor_path.find(item).filter(|v| !v.is_null()) else {
+            return match self.config.on_cursor_value_missing {
+                OnCursorMissing::Raise => {
+                    Err(self.error(location, "item has no cursor value".to_string()))
+                }
+                OnCursorMissing::Include => {
+                    self.kept_rows += 1;
+                    Ok(Verdict::Keep)
+                }
+                OnCursorMissing::Exclude => Ok(Verdict::Drop),
+            };
+        };
+        self.start_out_of_range = false;
+        self.end_out_of_range = false;
+        let alone = f(&[v]);
+        if let Some(end) = self.config.end_value.clone() {
+            if f(&[v, &end]) != end || (self.config.range_end == Bound::Open && alone == end) {
+                self.end_out_of_range = true;
+                return Ok(Verdict::Drop);
+            }
+        }
+        let new = match &self.custom_last {
+            Some(last) => f(&[v, last]),
+            None => alone.clone(),
+        };
+        if self.custom_last.as_ref() != Some(&new) {
+            self.custom_last = Some(new);
+            if self.dedup {
+                let hash = self.row_hash(item, location)?;
+                self.hashes.clear();
+                self.hashes.insert(hash);
+            }
+            self.kept_rows += 1;
+            return Ok(Verdict::Keep);
+        }
+        if let Some(start) = self.start_raw.clone() {
+            if self.config.range_start == Bound::Open && alone == start {
+                self.start_out_of_range = true;
+                return Ok(Verdict::Drop);
+            }
+            if f(&[v, &start]) == start {
+                if alone != start {
+                    self.start_out_of_range = true;
+                    return Ok(Verdict::Drop);
+                }
+                if self.dedup && self.start_hashes.contains(&self.row_hash(item, location)?) {
+                    self.start_out_of_range = true;
+                    return Ok(Verdict::Drop);
+                }
+            }
+        }
+        if self.dedup && self.custom_last.as_ref() == Some(&alone) {
+            let hash = self.row_hash(item, location)?;
+            self.hashes.insert(hash);
+        }
+        self.kept_rows += 1;
+        Ok(Verdict::Keep)
+    }
+
+    /// The boundary hash of a row: its dedup key, or its whole content without a key.
+    fn row_hash(&self, item: &Value, location: &str) -> Result<String> {
+        let mut canonical = String::new();
+        match &self.dedup_key {
+            Some(key) if key.len() == 1 => {
+                let v = item.get(&key[0]).ok_or_else(|| {
+                    self.error(
+                        location,
+                        format!(
+                            "item has no primary key field {:?} for boundary dedup",
+                            key[0]
+                        ),
+                    )
+                })?;
+                write_canonical(v, &mut canonical);
+            }
+            Some(key) => {
+                let mut values = Vec::with_capacity(key.len());
+                for k in key {
+                    values.push(item.get(k).cloned().ok_or_else(|| {
+                        self.error(
+                            location,
+                            format!("item has no primary key field {k:?} for boundary dedup"),
+                        )
+                    })?);
+                }
+                write_canonical(&Value::Array(values), &mut canonical);
+            }
+            None => write_canonical(item, &mut canonical),
+        }
+        Ok(shake128_b64(canonical.as_bytes(), 9))
+    }
+
+    /// Whether the resource should stop being pulled (row order known and range left).
+    pub(crate) fn should_stop(&self) -> bool {
+        match self.config.row_order {
+            Some(RowOrder::Asc) => self.end_out_of_range,
+            Some(RowOrder::Desc) => self.start_out_of_range,
+            None => false,
+        }
+    }
+
+    /// Whether state is neither read nor written.
+    pub(crate) fn is_stateless(&self) -> bool {
+        self.config.is_stateless()
+    }
+
+    /// The key of this incremental in the resource state (`incremental.<cursor_path>`).
+    pub(crate) fn state_key(&self) -> &str {
+        self.config.cursor_path.as_str()
+    }
+
+    /// The state to store after the run: `{initial_value, last_value, unique_hashes, start_value}`.
+    pub(crate) fn to_state(&self, previous: Option<&Value>) -> Value {
+        let mut last = match self.config.last_value_func {
+            LastValueFunc::Custom(_) => self.custom_last.clone(),
+            _ => self.last.as_ref().map(CursorValue::to_json),
+        };
+        if self.config.lag.is_some() {
+            // With lag the stored value never moves backwards.
+            let previous_last = previous
+                .and_then(|p| p.get("last_value"))
+                .filter(|v| !v.is_null());
+            if let (Some(kind), Some(prev)) = (self.kind, previous_last) {
+                if let (Some(p), Some(cur)) = (CursorValue::parse(prev, kind), &self.last) {
+                    if self.better(&p, cur) == std::cmp::Ordering::Greater {
+                        last = Some(p.to_json());
+                    }
+                }
+            }
+        }
+        let mut hashes: Vec<&String> = self.hashes.iter().collect();
+        hashes.sort();
+        let mut state = Map::new();
+        state.insert(
+            "initial_value".into(),
+            self.initial_raw.clone().unwrap_or(Value::Null),
+        );
+        state.insert(
+            "last_value".into(),
+            last.or_else(|| self.start_raw.clone())
+                .unwrap_or(Value::Null),
+        );
+        state.insert(
+            "unique_hashes".into(),
+            Value::Array(if self.dedup {
+                hashes
+                    .into_iter()
+                    .map(|h| Value::String(h.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            }),
+        );
+        let start_value = if self.kept_rows > 0 {
+            self.start
+                .as_ref()
+                .map(CursorValue::to_json)
+                .or_else(|| self.start_raw.clone())
+        } else {
+            previous
+                .and_then(|p| p.get("start_value"))
+                .cloned()
+                .or_else(|| self.start_raw.clone())
+        };
+        state.insert("start_value".into(), start_value.unwrap_or(Value::Null));
+        Value::Object(state)
+    }
+
+    fn view_snapshot(&self) -> ViewSnapshot {
+        ViewSnapshot {
+            start_value: self
+                .start
+                .as_ref()
+                .map(CursorValue::to_json)
+                .or_else(|| self.start_raw.clone()),
+            last_value: self
+                .custom_last
+                .clone()
+                .or_else(|| self.last.as_ref().map(CursorValue::to_json))
+                .or_else(|| self.start_raw.clone()),
+            end_value: self.config.end_value.clone(),
+            start_out_of_range: self.start_out_of_range,
+            end_out_of_range: self.end_out_of_range,
+        }
+    }
+}
+
+struct ViewSnapshot {
+    start_value: Option<Value>,
+    last_value: Option<Value>,
+    end_value: Option<Value>,
+    start_out_of_range: bool,
+    end_out_of_range: bool,
+}
+
+/// What a resource sees of its incremental while it runs.
+#[derive(Debug, Clone)]
+pub struct IncrementalView {
+    pub(crate) run: Arc<Mutex<IncrementalRun>>,
+}
+
+impl IncrementalView {
+    fn snapshot(&self) -> ViewSnapshot {
+        self.run
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .view_snapshot()
+    }
+
+    /// The start of the range, fixed for the run (stored last value, or `initial_value`).
+    pub fn start_value(&self) -> Option<Value> {
+        self.snapshot().start_value
+    }
+
+    /// The newest cursor value kept so far in this run.
+    pub fn last_value(&self) -> Option<Value> {
+        self.snapshot().last_value
+    }
+
+    /// The end of the range, if any.
+    pub fn end_value(&self) -> Option<Value> {
+        self.snapshot().end_value
+    }
+
+    /// Whether the last item looked at was before the start of the range.
+    pub fn start_out_of_range(&self) -> bool {
+        self.snapshot().start_out_of_range
+    }
+
+    /// Whether the last item looked at was past the end of the range.
+    pub fn end_out_of_range(&self) -> bool {
+        self.snapshot().end_out_of_range
+    }
+}
+
+/// JSON with object keys sorted, so equal content hashes equally whatever the key order.
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run_over(
+        inc: Incremental,
+        key: Option<&[String]>,
+        stored: Option<&Value>,
+        items: &[Value],
+    ) -> (Vec<Value>, Value) {
+        let mut run = IncrementalRun::bind(inc, "r", key, None, stored).unwrap();
+        let kept = items
+            .iter()
+            .filter(|item| run.filter(item, "").unwrap() == Verdict::Keep)
+            .cloned()
+            .collect();
+        (kept, run.to_state(stored))
+    }
+
+    #[test]
+    fn keeps_range_and_dedups_boundary_by_key() {
+        let key = vec!["id".to_string()];
+        let inc = Incremental::new("ts").unwrap().initial_value(10);
+        let items: Vec<Value> = vec![
+            json!({"id": 1, "ts": 9}),
+            json!({"id": 2, "ts": 10}),
+            json!({"id": 3, "ts": 12}),
+            json!({"id": 4, "ts": 12}),
+        ];
+        let (kept, state) = run_over(inc.clone(), Some(&key), None, &items);
+        assert_eq!(kept.len(), 3);
+        assert_eq!(state["last_value"], json!(12));
+        assert_eq!(state["unique_hashes"].as_array().unwrap().len(), 2);
+        // Next run: ids 3 and 4 at the boundary are skipped, id 5 at the boundary is new.
+        let items2 = vec![
+            json!({"id": 3, "ts": 12}),
+            json!({"id": 4, "ts": 12}),
+            json!({"id": 5, "ts": 12}),
+            json!({"id": 6, "ts": 13}),
+        ];
+        let (kept2, state2) = run_over(inc, Some(&key), Some(&state), &items2);
+        let ids: Vec<_> = kept2.iter().map(|v| v["id"].clone()).collect();
+        assert_eq!(ids, vec![json!(5), json!(6)]);
+        assert_eq!(state2["last_value"], json!(13));
+    }
+
+    #[test]
+    fn end_value_is_open_and_missing_cursor_raises() {
+        let inc = Incremental::new("ts")
+            .unwrap()
+            .initial_value(1)
+            .end_value(3);
+        let (kept, _) = run_over(
+            inc.clone(),
+            None,
+            None,
+            &[json!({"ts": 1}), json!({"ts": 2}), json!({"ts": 3})],
+        );
+        assert_eq!(kept.len(), 2);
+        let mut run = IncrementalRun::bind(inc, "r", None, None, None).unwrap();
+        let err = run
+            .filter(&json!({"other": 1}), "f.jsonl:7: ")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("f.jsonl:7") && err.contains("cursor ts"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn min_keeps_older_values() {
+        let inc = Incremental::new("ts")
+            .unwrap()
+            .initial_value(10)
+            .last_value_func(LastValueFunc::Min);
+        let (kept, state) = run_over(
+            inc,
+            None,
+            None,
+            &[json!({"ts": 11}), json!({"ts": 9}), json!({"ts": 10})],
+        );
+        assert_eq!(kept, vec![json!({"ts": 9}), json!({"ts": 10})]);
+        assert_eq!(state["last_value"], json!(9));
+    }
+
+    /// dlt's documentation example: one last value per event type, in a map.
+    #[test]
+    fn custom_last_value_func_keeps_a_map_per_event_type() {
+        let by_type: CustomLastValue = Arc::new(|values: &[&Value]| {
+            let item = values[0];
+            let mut last = values
+                .get(1)
+                .and_then(|v| v.as_object())
+                .cloned()
+                .unwrap_or_default();
+            let t = item["type"].as_str().unwrap_or("").to_string();
+            let ts = item["ts"].as_i64().unwrap_or(0);
+            let best = last
+                .get(&t)
+                .and_then(Value::as_i64)
+                .map_or(ts, |old| old.max(ts));
+            last.insert(t, json!(best));
+            Value::Object(last)
+        });
+        let inc = Incremental::new("$")
+            .unwrap()
+            .last_value_func(LastValueFunc::Custom(by_type))
+            .primary_key(Vec::<String>::new());
+        let run1 = [
+            json!({"type": "A", "ts": 1}),
+            json!({"type": "B", "ts": 5}),
+            json!({"type": "A", "ts": 3}),
+        ];
+        let (kept, state) = run_over(inc.clone(), None, None, &run1);
+        assert_eq!(kept.len(), 3);
+        assert_eq!(state["last_value"], json!({"A": 3, "B": 5}));
+        let run2 = [
+            json!({"type": "A", "ts": 2}),
+            json!({"type": "A", "ts": 4}),
+            json!({"type": "B", "ts": 5}),
+            json!({"type": "C", "ts": 1}),
+        ];
+        let (kept, state) = run_over(inc, None, Some(&state), &run2);
+        assert_eq!(
+            kept,
+            vec![json!({"type": "A", "ts": 4}), json!({"type": "C", "ts": 1})]
+        );
+        assert_eq!(state["last_value"], json!({"A": 4, "B": 5, "C": 1}));
+    }
+}

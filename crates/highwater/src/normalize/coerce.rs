@@ -1,0 +1,338 @@
+//! Type inference and coercion of JSON values, following dlt's type map and coercion table.
+
+use base64::Engine;
+use serde_json::Value;
+
+use crate::schema::DataType;
+use crate::timeparse::{parse_date, parse_timestamp, parse_timestamp_or_date};
+
+/// A value converted to a column's type, ready for a column builder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// Text (also JSON text for json columns).
+    Text(String),
+    /// A 64-bit integer.
+    Bigint(i64),
+    /// A float.
+    Double(f64),
+    /// A boolean.
+    Bool(bool),
+    /// Microseconds since the Unix epoch, UTC.
+    Timestamp(i64),
+    /// Days since the Unix epoch.
+    Date(i32),
+    /// Microseconds since midnight.
+    Time(i64),
+    /// A decimal scaled by 10^9.
+    Decimal(i128),
+    /// Bytes.
+    Binary(Vec<u8>),
+}
+
+/// The type dlt gives a value by its Python type alone (no detection): the name in variant columns.
+pub fn python_type(value: &Value) -> Option<DataType> {
+    match value {
+        Value::Null => None,
+        Value::Bool(_) => Some(DataType::Bool),
+        Value::Number(n) if n.is_f64() => Some(DataType::Double),
+        Value::Number(_) => Some(DataType::Bigint),
+        Value::String(_) => Some(DataType::Text),
+        Value::Array(_) | Value::Object(_) => Some(DataType::Json),
+    }
+}
+
+/// The type of a new column: `iso_timestamp` detection, then the type map.
+pub fn infer_type(value: &Value) -> Option<DataType> {
+    match value {
+        Value::String(s) if looks_like_timestamp(s) => Some(DataType::Timestamp),
+        other => python_type(other),
+    }
+}
+
+fn looks_like_timestamp(s: &str) -> bool {
+    s.len() >= 13 && s.as_bytes()[0].is_ascii_digit() && parse_timestamp(s).is_some()
+}
+
+/// Converts `value` to `target`, or `None` when dlt's coercion table has no rule that works.
+pub fn coerce(value: &Value, target: DataType) -> Option<Cell> {
+    match target {
+        DataType::Text => to_text(value).map(Cell::Text),
+        DataType::Bigint => to_bigint(value).map(Cell::Bigint),
+        DataType::Double => to_double(value).map(Cell::Double),
+        DataType::Bool => to_bool(value).map(Cell::Bool),
+        DataType::Timestamp => to_timestamp(value).map(Cell::Timestamp),
+        DataType::Date => to_date(value).map(Cell::Date),
+        DataType::Time => match value {
+            Value::String(s) => chrono::NaiveTime::parse_from_str(s, "%H:%M:%S%.f")
+                .ok()
+                .map(|t| Cell::Time(micros_of_day(t))),
+            _ => None,
+        },
+        DataType::Decimal => to_decimal(value).map(Cell::Decimal),
+        DataType::Json => match value {
+            Value::Object(_) | Value::Array(_) => Some(Cell::Text(value.to_string())),
+            Value::String(s) => serde_json::from_str::<Value>(s)
+                .ok()
+                .map(|v| Cell::Text(v.to_string())),
+            _ => None,
+        },
+        DataType::Binary => match value {
+            Value::String(s) => base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .ok()
+                .or_else(|| decode_hex(s))
+                .map(Cell::Binary),
+            Value::Number(n) => n.as_i64().map(|i| Cell::Binary(i.to_be_bytes().to_vec())),
+            _ => None,
+        },
+    }
+}
+
+fn micros_of_day(t: chrono::NaiveTime) -> i64 {
+    use chrono::Timelike;
+    i64::from(t.num_seconds_from_midnight()) * 1_000_000 + i64::from(t.nanosecond() / 1000)
+}
+
+fn to_text(value: &Value) -> Option<String> {
+    Some(match value {
+        Value::String(s) => s.clone(),
+        Value::Bool(true) => "True".to_string(),
+        Value::Bool(false) => "False".to_string(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => python_float_repr(f),
+            _ => n.to_string(),
+        },
+        Value::Object(_) | Value::Array(_) => value.to_string(),
+        Value::Null => return None,
+    })
+}
+
+/// Python's `repr(float)`: shortest round-trip digits, `.0` on integral values, exponent past 1e16.
+fn python_float_repr(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let abs = f.abs();
+    if abs != 0.0 && !(1e-4..1e16).contains(&abs) {
+        // Rust's `{:e}` gives the shortest digits; Python writes `1e+16` and `1.5e-05`.
+        let s = format!("{f:e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+        let exp: i32 = exp.parse().unwrap_or(0);
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.abs());
+    }
+    let s = format!("{f}");
+    if s.contains('.') {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}
+
+fn to_bigint(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            let f = n.as_f64()?;
+            (f.fract() == 0.0 && f.abs() < 9.2e18).then_some(f as i64)
+        }),
+        Value::String(s) => {
+            let t = s.trim();
+            if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                i64::from_str_radix(hex, 16).ok()
+            } else {
+                t.replace('_', "").parse::<i64>().ok()
+            }
+        }
+        _ => None,
+    }
+}
+
+fn to_double(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => {
+            let t = s.trim().to_ascii_lowercase();
+            match t.as_str() {
+                "inf" | "+inf" | "infinity" => Some(f64::INFINITY),
+                "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
+                "nan" => Some(f64::NAN),
+                _ => t.parse::<f64>().ok(),
+            }
+        }
+        _ => None,
+    }
+}
+
+fn to_bool(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => n.as_f64().map(|f| f != 0.0),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "yes" | "true" | "t" | "y" | "1" => Some(true),
+            "no" | "false" | "f" | "n" | "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn to_timestamp(value: &Value) -> Option<i64> {
+    match value {
+        Value::String(s) => parse_timestamp_or_date(s).map(|t| t.timestamp_micros()),
+        Value::Number(n) => {
+            let f = n.as_f64()?;
+            Some((f * 1_000_000.0).round() as i64)
+        }
+        _ => None,
+    }
+}
+
+fn to_date(value: &Value) -> Option<i32> {
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    let date = match value {
+        Value::String(s) => parse_date(s).or_else(|| parse_timestamp(s).map(|t| t.date_naive()))?,
+        Value::Number(n) => {
+            let secs = n.as_f64()?;
+            chrono::DateTime::from_timestamp(secs.floor() as i64, 0)?.date_naive()
+        }
+        _ => return None,
+    };
+    i32::try_from((date - epoch).num_days()).ok()
+}
+
+/// Scale of decimals as stored (DECIMAL(38,9)).
+pub const DECIMAL_SCALE: u32 = 9;
+
+fn to_decimal(value: &Value) -> Option<i128> {
+    let text = match value {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
+        _ => return None,
+    };
+    parse_decimal(&text, DECIMAL_SCALE)
+}
+
+/// Parses a decimal number into an integer scaled by 10^scale (extra digits are rounded half up).
+pub fn parse_decimal(text: &str, scale: u32) -> Option<i128> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (mantissa, exponent) = match digits.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (digits, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int_part.is_empty() && frac_part.is_empty() {
+        return None;
+    }
+    if !int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let all: String = format!("{int_part}{frac_part}");
+    // value = all * 10^(exponent - frac_len); scaled = value * 10^scale
+    let shift = exponent - frac_part.len() as i32 + scale as i32;
+    let mut n: i128 = 0;
+    for b in all.bytes() {
+        n = n.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
+    }
+    if shift >= 0 {
+        n = n.checked_mul(10i128.checked_pow(shift as u32)?)?;
+    } else {
+        let div = 10i128.checked_pow((-shift) as u32)?;
+        let rem = n % div;
+        n /= div;
+        if rem * 2 >= div {
+            n += 1;
+        }
+    }
+    Some(if negative { -n } else { n })
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.strip_prefix("0x").unwrap_or(s);
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn coercions_follow_dlt_table() {
+        assert_eq!(
+            coerce(&json!("12"), DataType::Bigint),
+            Some(Cell::Bigint(12))
+        );
+        assert_eq!(coerce(&json!("abc"), DataType::Bigint), None);
+        assert_eq!(coerce(&json!(3.0), DataType::Bigint), Some(Cell::Bigint(3)));
+        assert_eq!(coerce(&json!(2.5), DataType::Bigint), None);
+        assert_eq!(
+            coerce(&json!("yes"), DataType::Bool),
+            Some(Cell::Bool(true))
+        );
+        assert_eq!(coerce(&json!(0), DataType::Bool), Some(Cell::Bool(false)));
+        assert_eq!(
+            coerce(&json!("2.25"), DataType::Double),
+            Some(Cell::Double(2.25))
+        );
+        assert_eq!(
+            coerce(&json!(42), DataType::Text),
+            Some(Cell::Text("42".into()))
+        );
+        assert_eq!(
+            coerce(&json!(1.5), DataType::Text),
+            Some(Cell::Text("1.5".into()))
+        );
+        assert_eq!(
+            coerce(&json!(true), DataType::Text),
+            Some(Cell::Text("True".into()))
+        );
+        assert_eq!(
+            coerce(&json!(1700000000), DataType::Timestamp),
+            Some(Cell::Timestamp(1_700_000_000_000_000))
+        );
+        assert_eq!(coerce(&json!("not a date"), DataType::Timestamp), None);
+    }
+
+    #[test]
+    fn detection_only_finds_full_timestamps() {
+        assert_eq!(
+            infer_type(&json!("2024-01-01T00:00:00Z")),
+            Some(DataType::Timestamp)
+        );
+        assert_eq!(infer_type(&json!("2024-01-01")), Some(DataType::Text));
+        assert_eq!(infer_type(&json!(1.0)), Some(DataType::Double));
+        assert_eq!(infer_type(&json!(null)), None);
+    }
+
+    #[test]
+    fn floats_render_like_python() {
+        assert_eq!(python_float_repr(1.0), "1.0");
+        assert_eq!(python_float_repr(0.1), "0.1");
+        assert_eq!(python_float_repr(1e16), "1e+16");
+        assert_eq!(python_float_repr(1.5e-5), "1.5e-05");
+    }
+
+    #[test]
+    fn decimals_parse_scaled() {
+        assert_eq!(parse_decimal("1.5", 2), Some(150));
+        assert_eq!(parse_decimal("-0.005", 2), Some(-1));
+        assert_eq!(parse_decimal("1e3", 0), Some(1000));
+        assert_eq!(parse_decimal("x", 2), None);
+    }
+}

@@ -1,0 +1,565 @@
+//! The relational normalizer: nested JSON items → rows of parent and child tables, exactly as
+//! dlt's relational normalizer makes them, with types inferred and the schema evolved on the way.
+//!
+//! Rows go straight into per-table column builders ([`writer`]) and leave as Parquet files, so
+//! memory is bounded by the chunk size whatever the input size.
+
+mod arrow_items;
+pub mod coerce;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+use crate::error::{preview, Error, Result};
+use crate::hash::{digest128, random_row_id};
+use crate::naming::Naming;
+use crate::package::TableSpec;
+use crate::schema::{Column, DataType, MergeStrategy, Schema, Table, WriteDisposition};
+use coerce::{coerce, infer_type, python_type};
+pub use writer::TableFile;
+use writer::TableWriter;
+
+/// Default nesting depth: effectively unlimited, as in dlt.
+pub const DEFAULT_MAX_NESTING: usize = 1000;
+
+/// Rows per table buffered before they are written out.
+pub const CHUNK_ROWS: usize = 50_000;
+
+const EMPTY_KEY: &str = "_empty";
+
+/// How a root table's rows get their `_dlt_id`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RowIdKind {
+    Random,
+    KeyHash,
+    ContentHash,
+}
+
+/// A root table's settings resolved for this package.
+#[derive(Debug, Clone)]
+struct RootSettings {
+    max_nesting: usize,
+    propagate_root_key: bool,
+    row_id: RowIdKind,
+    primary_key: Vec<String>,
+}
+
+/// Normalizes the items of one load package into Parquet files.
+pub struct Normalizer<'a> {
+    schema: &'a mut Schema,
+    naming: Naming,
+    load_id: String,
+    dir: PathBuf,
+    writers: IndexMap<String, TableWriter>,
+    roots: HashMap<String, RootSettings>,
+    specs: HashMap<String, TableSpec>,
+    key_cache: HashMap<String, String>,
+}
+
+/// A row being assembled: column name and raw value, in emission order.
+type RowValues = Vec<(String, Value)>;
+
+impl<'a> Normalizer<'a> {
+    /// A normalizer that evolves `schema` and writes files into `dir`.
+    pub fn new(schema: &'a mut Schema, naming: Naming, load_id: &str, dir: &Path) -> Self {
+        Normalizer {
+            schema,
+            naming,
+            load_id: load_id.to_string(),
+            dir: dir.to_path_buf(),
+            writers: IndexMap::new(),
+            roots: HashMap::new(),
+            specs: HashMap::new(),
+            key_cache: HashMap::new(),
+        }
+    }
+
+    /// The normalized name of a root table given by a resource or its `table_name` hint.
+    pub fn table_name(&self, raw: &str) -> String {
+        self.naming.normalize_path(raw)
+    }
+
+    /// Registers a root table and its hints before its items are normalized.
+    pub fn prepare_root(&mut self, raw_table: &str, spec: &TableSpec) -> Result<String> {
+        let name = self.table_name(raw_table);
+        if self.roots.contains_key(&name) {
+            return Ok(name);
+        }
+        let naming = self.naming;
+        let table = self
+            .schema
+            .tables
+            .entry(name.clone())
+            .or_insert_with(|| Table::new(name.clone()));
+        table.resource = Some(spec.resource.clone());
+        table.write_disposition = spec.write_disposition;
+        table.merge_strategy = (spec.write_disposition == WriteDisposition::Merge)
+            .then(|| spec.merge_strategy.unwrap_or_default());
+        table.max_nesting = spec.max_table_nesting;
+        let primary_key: Vec<String> = spec
+            .primary_key
+            .iter()
+            .map(|k| naming.normalize_path(k))
+            .collect();
+        let merge_key: Vec<String> = spec
+            .merge_key
+            .iter()
+            .map(|k| naming.normalize_path(k))
+            .collect();
+        // Typed column hints become columns up front; the other hints wait for the column.
+        for (raw, hint) in &spec.columns {
+            let col = naming.normalize_path(raw);
+            if let Some(data_type) = hint.data_type {
+                let column = table
+                    .columns
+                    .entry(col.clone())
+                    .or_insert_with(|| Column::new(col.clone(), data_type));
+                column.data_type = data_type;
+                column.hinted = true;
+            }
+        }
+        for column in table.columns.values_mut() {
+            apply_hints(column, spec, &primary_key, &merge_key, &naming);
+        }
+        let strategy = table.merge_strategy;
+        let merge = spec.write_disposition == WriteDisposition::Merge;
+        let settings = RootSettings {
+            max_nesting: spec.max_table_nesting.unwrap_or(DEFAULT_MAX_NESTING),
+            propagate_root_key: spec.root_key || (merge && strategy != Some(MergeStrategy::Scd2)),
+            row_id: match strategy {
+                Some(MergeStrategy::Upsert) | Some(MergeStrategy::InsertOnly) if merge => {
+                    RowIdKind::KeyHash
+                }
+                Some(MergeStrategy::Scd2) if merge => RowIdKind::ContentHash,
+                _ => RowIdKind::Random,
+            },
+            primary_key,
+        };
+        self.roots.insert(name.clone(), settings);
+        self.specs.insert(name.clone(), spec.clone());
+        Ok(name)
+    }
+
+    /// Normalizes one item of root table `root` (a name returned by [`Self::prepare_root`]).
+    pub fn push_item(&mut self, root: &str, item: Value, location: &str) -> Result<()> {
+        let settings = self
+            .roots
+            .get(root)
+            .cloned()
+            .ok_or_else(|| Error::Config(format!("table {root} was not prepared")))?;
+        let object = match item {
+            Value::Object(map) => map,
+            other => {
+                let mut map = Map::new();
+                map.insert("value".into(), other);
+                map
+            }
+        };
+        let content_hash = (settings.row_id == RowIdKind::ContentHash).then(|| {
+            let mut filtered = object.clone();
+            filtered.retain(|k, _| !k.starts_with("_dlt"));
+            digest128(&Value::Object(filtered).to_string())
+        });
+        let (mut values, lists) = self.flatten(root, object, settings.max_nesting as i64);
+        let row_id = match take_user_row_id(&mut values) {
+            Some(id) => id,
+            None => match settings.row_id {
+                RowIdKind::Random => random_row_id(),
+                RowIdKind::ContentHash => content_hash.unwrap_or_else(random_row_id),
+                RowIdKind::KeyHash => key_hash(&values, &settings.primary_key).ok_or_else(|| {
+                    Error::Config(format!(
+                        "{location}table {root}: primary key {:?} missing in item (needed for the row id of upsert/insert-only)",
+                        settings.primary_key
+                    ))
+                })?,
+            },
+        };
+        values.push(("_dlt_load_id".into(), Value::String(self.load_id.clone())));
+        values.push(("_dlt_id".into(), Value::String(row_id.clone())));
+        self.write_row(root, None, values, location)?;
+        let root_id = settings.propagate_root_key.then_some(row_id.as_str());
+        for (child, list) in lists {
+            self.push_list(
+                root,
+                &child,
+                list,
+                &row_id,
+                root_id,
+                settings.max_nesting as i64 - 1,
+                location,
+            )?;
+        }
+        self.flush_full()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_list(
+        &mut self,
+        parent: &str,
+        table: &str,
+        list: Vec<Value>,
+        parent_id: &str,
+        root_id: Option<&str>,
+        lvl: i64,
+        location: &str,
+    ) -> Result<()> {
+        for (idx, element) in list.into_iter().enumerate() {
+            let object = match element {
+                Value::Object(map) => map,
+                Value::Array(inner) => {
+                    let mut map = Map::new();
+                    map.insert("list".into(), Value::Array(inner));
+                    map
+                }
+                scalar => {
+                    let mut map = Map::new();
+                    map.insert("value".into(), scalar);
+                    map
+                }
+            };
+            let (mut values, lists) = self.flatten(table, object, lvl);
+            let row_id = match take_user_row_id(&mut values) {
+                Some(id) => {
+                    values.push(("_dlt_id".into(), Value::String(id.clone())));
+                    id
+                }
+                None => {
+                    let id = digest128(&format!("{parent_id}_{table}_{idx}"));
+                    if let Some(root_id) = root_id {
+                        values.push(("_dlt_root_id".into(), Value::String(root_id.to_string())));
+                    }
+                    values.push((
+                        "_dlt_parent_id".into(),
+                        Value::String(parent_id.to_string()),
+                    ));
+                    values.push(("_dlt_list_idx".into(), Value::from(idx as i64)));
+                    values.push(("_dlt_id".into(), Value::String(id.clone())));
+                    id
+                }
+            };
+            self.write_row(table, Some(parent), values, location)?;
+            for (child, list) in lists {
+                self.push_list(table, &child, list, &row_id, root_id, lvl - 1, location)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flattens an object into columns (nested objects joined with `__`) and child lists,
+    /// in dlt's order: the object's own values first, then nested objects, last seen first.
+    fn flatten(
+        &mut self,
+        table: &str,
+        object: Map<String, Value>,
+        lvl: i64,
+    ) -> (RowValues, Vec<(String, Vec<Value>)>) {
+        let mut values = Vec::with_capacity(object.len() + 5);
+        let mut lists = Vec::new();
+        let mut stack: Vec<(Map<String, Value>, Option<String>, i64)> = vec![(object, None, lvl)];
+        while let Some((object, path, lvl)) = stack.pop() {
+            for (key, value) in object {
+                let norm_key = self.normalize_key(&key);
+                let name = match &path {
+                    None => norm_key,
+                    Some(prefix) => self.naming.shorten_fragments(&[prefix, &norm_key]),
+                };
+                match value {
+                    Value::Object(child) if !self.is_json_column(table, &name, lvl) => {
+                        stack.push((child, Some(name), lvl - 1));
+                    }
+                    Value::Array(list) if !self.is_json_column(table, &name, lvl) => {
+                        lists.push((self.naming.shorten_fragments(&[table, &name]), list));
+                    }
+                    value => values.push((name, value)),
+                }
+            }
+        }
+        (values, lists)
+    }
+
+    fn normalize_key(&mut self, key: &str) -> String {
+        if let Some(cached) = self.key_cache.get(key) {
+            return cached.clone();
+        }
+        let normalized = if key.trim().is_empty() {
+            EMPTY_KEY.to_string()
+        } else {
+            self.naming.normalize_path(key)
+        };
+        if self.key_cache.len() < 100_000 {
+            self.key_cache.insert(key.to_string(), normalized.clone());
+        }
+        normalized
+    }
+
+    /// dlt's `is_nested_type`: too deep, or the column is already JSON.
+    fn is_json_column(&self, table: &str, column: &str, lvl: i64) -> bool {
+        lvl <= 0
+            || self
+                .schema
+                .tables
+                .get(table)
+                .and_then(|t| t.columns.get(column))
+                .is_some_and(|c| c.data_type == DataType::Json)
+    }
+
+    fn write_row(
+        &mut self,
+        table: &str,
+        parent: Option<&str>,
+        values: RowValues,
+        location: &str,
+    ) -> Result<()> {
+        if !self.schema.tables.contains_key(table) {
+            let mut new_table = Table::new(table);
+            new_table.parent = parent.map(str::to_string);
+            if let Some(parent_table) = parent.and_then(|p| self.schema.tables.get(p)) {
+                new_table.write_disposition = parent_table.write_disposition;
+            }
+            self.schema.tables.insert(table.to_string(), new_table);
+        }
+        if !self.writers.contains_key(table) {
+            self.writers
+                .insert(table.to_string(), TableWriter::new(table, &self.dir));
+        }
+        for (column, value) in values {
+            if value.is_null() {
+                continue;
+            }
+            self.write_value(table, &column, value, false, location)?;
+        }
+        self.check_not_null(table, location)?;
+        if let Some(writer) = self.writers.get_mut(table) {
+            writer.end_row();
+        }
+        Ok(())
+    }
+
+    fn write_value(
+        &mut self,
+        table: &str,
+        column: &str,
+        value: Value,
+        is_variant: bool,
+        location: &str,
+    ) -> Result<()> {
+        let existing = self
+            .schema
+            .tables
+            .get(table)
+            .and_then(|t| t.columns.get(column))
+            .map(|c| (c.data_type, c.hinted));
+        let (data_type, cell) = match existing {
+            Some((data_type, hinted)) => match coerce(&value, data_type) {
+                Some(cell) => (data_type, cell),
+                None if hinted || is_variant || beyond_64_bits(&value, data_type) => {
+                    return Err(Error::CannotCoerce {
+                        location: location.to_string(),
+                        table: table.to_string(),
+                        column: column.to_string(),
+                        data_type: data_type.name(),
+                        value: preview(&value),
+                    });
+                }
+                None => {
+                    let python = python_type(&value).unwrap_or(DataType::Text);
+                    let variant = self
+                        .naming
+                        .shorten_fragments(&[column, &format!("v_{}", python.name())]);
+                    return self.write_value(table, &variant, value, true, location);
+                }
+            },
+            None => {
+                let data_type = infer_type(&value).unwrap_or(DataType::Text);
+                let cell = coerce(&value, data_type).ok_or_else(|| Error::CannotCoerce {
+                    location: location.to_string(),
+                    table: table.to_string(),
+                    column: column.to_string(),
+                    data_type: data_type.name(),
+                    value: preview(&value),
+                })?;
+                self.add_column(table, column, data_type, is_variant);
+                (data_type, cell)
+            }
+        };
+        let writer = self
+            .writers
+            .get_mut(table)
+            .ok_or_else(|| Error::Config(format!("no writer for table {table}")))?;
+        let index = writer.column_index(column, data_type);
+        writer.set(index, cell);
+        Ok(())
+    }
+
+    fn add_column(&mut self, table: &str, column: &str, data_type: DataType, variant: bool) {
+        let root = self.schema.root_of(table).to_string();
+        let spec = self.specs.get(&root).cloned();
+        let naming = self.naming;
+        let Some(t) = self.schema.tables.get_mut(table) else {
+            return;
+        };
+        let mut col = Column::new(column, data_type);
+        col.variant = variant;
+        match column {
+            "_dlt_id" => {
+                col.nullable = false;
+                col.unique = true;
+                col.row_key = true;
+            }
+            "_dlt_load_id" | "_dlt_list_idx" => col.nullable = false,
+            "_dlt_parent_id" => {
+                col.nullable = false;
+                col.parent_key = true;
+            }
+            "_dlt_root_id" => {
+                col.nullable = false;
+                col.root_key = true;
+            }
+            _ => {}
+        }
+        if !t.is_child() {
+            if let (Some(spec), Some(settings)) = (&spec, self.roots.get(table)) {
+                let merge_key: Vec<String> = spec
+                    .merge_key
+                    .iter()
+                    .map(|k| naming.normalize_path(k))
+                    .collect();
+                apply_hints(&mut col, spec, &settings.primary_key, &merge_key, &naming);
+            }
+        }
+        t.columns.insert(column.to_string(), col);
+    }
+
+    fn check_not_null(&self, table: &str, location: &str) -> Result<()> {
+        let (Some(t), Some(writer)) = (self.schema.tables.get(table), self.writers.get(table))
+        else {
+            return Ok(());
+        };
+        for column in t.columns.values().filter(|c| !c.nullable) {
+            let set = writer
+                .index_of(&column.name)
+                .is_some_and(|i| writer.is_set(i));
+            if !set {
+                return Err(Error::NullInNotNull {
+                    location: location.to_string(),
+                    table: table.to_string(),
+                    column: column.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_full(&mut self) -> Result<()> {
+        for writer in self.writers.values_mut() {
+            if writer.buffered_rows() >= CHUNK_ROWS {
+                writer.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered and returns the files of every table, in table order.
+    pub fn finish(self) -> Result<Vec<TableFile>> {
+        let mut files = Vec::new();
+        for (_, writer) in self.writers {
+            files.extend(writer.finish()?);
+        }
+        Ok(files)
+    }
+}
+
+/// Applies a root table's hints to one of its columns.
+fn apply_hints(
+    column: &mut Column,
+    spec: &TableSpec,
+    primary_key: &[String],
+    merge_key: &[String],
+    naming: &Naming,
+) {
+    if primary_key.contains(&column.name) {
+        column.primary_key = true;
+        column.nullable = false;
+    }
+    if merge_key.contains(&column.name) {
+        column.merge_key = true;
+        column.nullable = false;
+    }
+    for (raw, hint) in &spec.columns {
+        if naming.normalize_path(raw) != column.name {
+            continue;
+        }
+        if let Some(nullable) = hint.nullable {
+            column.nullable = nullable;
+        }
+        column.hard_delete |= hint.hard_delete;
+        if hint.dedup_sort.is_some() {
+            column.dedup_sort = hint.dedup_sort;
+        }
+        if hint.precision.is_some() {
+            column.precision = hint.precision;
+        }
+        if hint.scale.is_some() {
+            column.scale = hint.scale;
+        }
+    }
+}
+
+/// An integer too large for 64 bits (JSON parses it as a float): dlt fails the run on these
+/// rather than storing a rounded value, and so do we.
+fn beyond_64_bits(value: &Value, column_type: DataType) -> bool {
+    column_type == DataType::Bigint
+        && match value {
+            Value::Number(n) => {
+                n.as_i64().is_none()
+                    && n.as_f64()
+                        .is_some_and(|f| f.fract() == 0.0 && f.abs() >= 9.2e18)
+            }
+            _ => false,
+        }
+}
+
+/// A user-supplied non-empty `_dlt_id` is kept (dlt then adds no id columns of its own).
+fn take_user_row_id(values: &mut RowValues) -> Option<String> {
+    let pos = values
+        .iter()
+        .position(|(k, v)| k == "_dlt_id" && is_truthy(v))?;
+    let (_, value) = values.remove(pos);
+    Some(match value {
+        Value::String(s) => s,
+        other => other.to_string(),
+    })
+}
+
+fn is_truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::String(s) => !s.is_empty(),
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// dlt's key hash: digest of `{"pk": value, …}` with sorted keys, compact.
+fn key_hash(values: &RowValues, primary_key: &[String]) -> Option<String> {
+    let mut keys: Vec<&String> = primary_key.iter().collect();
+    keys.sort();
+    let mut map = Map::new();
+    for key in keys {
+        let value = values
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())?;
+        map.insert(key.clone(), value);
+    }
+    Some(digest128(&Value::Object(map).to_string()))
+}
+
+#[cfg(test)]
+mod tests;

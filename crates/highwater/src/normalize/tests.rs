@@ -1,0 +1,223 @@
+use std::fs::File;
+
+use arrow::array::{Array, AsArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::json;
+
+use super::*;
+use crate::package::TableSpec;
+
+fn spec(disposition: WriteDisposition, pk: &[&str]) -> TableSpec {
+    TableSpec {
+        resource: "events".into(),
+        write_disposition: disposition,
+        merge_strategy: None,
+        primary_key: pk.iter().map(|s| s.to_string()).collect(),
+        merge_key: vec![],
+        columns: IndexMap::new(),
+        max_table_nesting: None,
+        root_key: false,
+    }
+}
+
+/// Reads a table's files back as rows of `column -> text`.
+fn read_rows(
+    dir: &Path,
+    files: &[TableFile],
+    table: &str,
+) -> Vec<IndexMap<String, Option<String>>> {
+    let mut rows = Vec::new();
+    for file in files.iter().filter(|f| f.table == table) {
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(dir.join(&file.file)).unwrap())
+                .unwrap()
+                .build()
+                .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            for i in 0..batch.num_rows() {
+                let mut row = IndexMap::new();
+                for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+                    let value = if column.is_null(i) {
+                        None
+                    } else if let Some(s) = column.as_string_opt::<i32>() {
+                        Some(s.value(i).to_string())
+                    } else {
+                        Some(arrow::util::display::array_value_to_string(column, i).unwrap())
+                    };
+                    row.insert(field.name().clone(), value);
+                }
+                rows.push(row);
+            }
+        }
+    }
+    rows
+}
+
+fn columns(schema: &Schema, table: &str) -> Vec<String> {
+    schema.tables[table].columns.keys().cloned().collect()
+}
+
+#[test]
+fn dlt_full_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut schema = Schema::new("p");
+    let mut n = Normalizer::new(&mut schema, Naming::default(), "1700000000.1", dir.path());
+    let root = n
+        .prepare_root("events", &spec(WriteDisposition::Merge, &["id"]))
+        .unwrap();
+    let item = json!({"id": 1, "type": "PushEvent", "actor": {"id": 7, "login": "octo"},
+        "payload": {"commits": [{"sha": "a1", "author": {"name": "X"}}, {"sha": "b2", "author": {"name": "Y"}}], "ref": "main"},
+        "labels": ["bug", "ui"], "createdAt": "2024-01-01T00:00:00Z"});
+    n.push_item(&root, item, "").unwrap();
+    let files = n.finish().unwrap();
+
+    assert_eq!(
+        columns(&schema, "events"),
+        [
+            "id",
+            "type",
+            "created_at",
+            "payload__ref",
+            "actor__id",
+            "actor__login",
+            "_dlt_load_id",
+            "_dlt_id"
+        ]
+    );
+    assert_eq!(
+        schema.tables["events"].columns["created_at"].data_type,
+        DataType::Timestamp
+    );
+    assert!(schema.tables["events"].columns["id"].primary_key);
+    assert!(!schema.tables["events"].columns["id"].nullable);
+    assert_eq!(
+        columns(&schema, "events__payload__commits"),
+        [
+            "sha",
+            "author__name",
+            "_dlt_root_id",
+            "_dlt_parent_id",
+            "_dlt_list_idx",
+            "_dlt_id"
+        ]
+    );
+    assert_eq!(
+        columns(&schema, "events__labels"),
+        [
+            "value",
+            "_dlt_root_id",
+            "_dlt_parent_id",
+            "_dlt_list_idx",
+            "_dlt_id"
+        ]
+    );
+    assert_eq!(
+        schema.tables["events__labels"].parent.as_deref(),
+        Some("events")
+    );
+
+    let root_rows = read_rows(dir.path(), &files, "events");
+    let root_id = root_rows[0]["_dlt_id"].clone().unwrap();
+    assert_eq!(root_id.len(), 14);
+    assert_eq!(
+        root_rows[0]["_dlt_load_id"].as_deref(),
+        Some("1700000000.1")
+    );
+    let commits = read_rows(dir.path(), &files, "events__payload__commits");
+    assert_eq!(commits.len(), 2);
+    assert_eq!(
+        commits[1]["_dlt_id"].clone().unwrap(),
+        digest128(&format!("{root_id}_events__payload__commits_1"))
+    );
+    assert_eq!(
+        commits[1]["_dlt_parent_id"].as_deref(),
+        Some(root_id.as_str())
+    );
+    assert_eq!(
+        commits[1]["_dlt_root_id"].as_deref(),
+        Some(root_id.as_str())
+    );
+    assert_eq!(commits[1]["_dlt_list_idx"].as_deref(), Some("1"));
+    assert_eq!(commits[1]["author__name"].as_deref(), Some("Y"));
+}
+
+#[test]
+fn append_has_no_root_key_and_nulls_make_no_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut schema = Schema::new("p");
+    let mut n = Normalizer::new(&mut schema, Naming::default(), "1", dir.path());
+    let root = n
+        .prepare_root("t", &spec(WriteDisposition::Append, &[]))
+        .unwrap();
+    n.push_item(&root, json!({"a": null, "b": 1, "l": [{"x": 1}]}), "")
+        .unwrap();
+    n.push_item(&root, json!("scalar"), "").unwrap();
+    n.finish().unwrap();
+    assert_eq!(
+        columns(&schema, "t"),
+        ["b", "_dlt_load_id", "_dlt_id", "value"]
+    );
+    assert_eq!(
+        columns(&schema, "t__l"),
+        ["x", "_dlt_parent_id", "_dlt_list_idx", "_dlt_id"]
+    );
+}
+
+#[test]
+fn variants_and_hinted_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut schema = Schema::new("p");
+    let mut table_spec = spec(WriteDisposition::Append, &[]);
+    table_spec.columns.insert(
+        "n".into(),
+        crate::resource::ColumnHint {
+            data_type: Some(DataType::Bigint),
+            ..Default::default()
+        },
+    );
+    let mut n = Normalizer::new(&mut schema, Naming::default(), "1", dir.path());
+    let root = n.prepare_root("t", &table_spec).unwrap();
+    n.push_item(&root, json!({"a": 1, "n": "7"}), "").unwrap();
+    n.push_item(&root, json!({"a": "abc"}), "").unwrap();
+    let err = n
+        .push_item(&root, json!({"n": "seven"}), "f.jsonl:3: ")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("f.jsonl:3: table t, column n: cannot store \"seven\" as bigint"),
+        "{err}"
+    );
+    drop(n);
+    assert!(schema.tables["t"].columns.contains_key("a__v_text"));
+    assert_eq!(
+        schema.tables["t"].columns["a__v_text"].data_type,
+        DataType::Text
+    );
+    assert!(schema.tables["t"].columns["a__v_text"].variant);
+}
+
+#[test]
+fn lists_of_lists_and_nesting_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut schema = Schema::new("p");
+    let mut table_spec = spec(WriteDisposition::Append, &[]);
+    table_spec.max_table_nesting = Some(1);
+    let mut n = Normalizer::new(&mut schema, Naming::default(), "1", dir.path());
+    let root = n.prepare_root("deep", &table_spec).unwrap();
+    n.push_item(
+        &root,
+        json!({"a": {"b": {"c": 1}, "s": "x"}, "lists": [[1, 2]]}),
+        "",
+    )
+    .unwrap();
+    n.finish().unwrap();
+    assert_eq!(
+        schema.tables["deep"].columns["a__b"].data_type,
+        DataType::Json
+    );
+    assert_eq!(
+        schema.tables["deep__lists"].columns["list"].data_type,
+        DataType::Json
+    );
+}

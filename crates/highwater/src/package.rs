@@ -1,0 +1,553 @@
+//! Load packages on disk: one directory per load id, moved between stages by atomic renames.
+//!
+//! ```text
+//! <working dir>/packages/
+//!   new/<load_id>/          extract in progress (abandoned ones are deleted)
+//!   extracted/<load_id>/    manifest.json + items/<n>.jsonl
+//!   normalizing/<load_id>/  normalize in progress (redone after a crash)
+//!   normalized/<load_id>/   manifest.json + schema.json + files.json + tables/*.parquet
+//!   loaded/<load_id>/       committed to the destination
+//!   locks/<load_id>.lock    held by the process working on the package
+//! ```
+//! A package whose lock can be taken belongs to no running process and may be recovered.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::normalize::TableFile;
+use crate::resource::ColumnHint;
+use crate::schema::{MergeStrategy, WriteDisposition};
+
+/// The hints of one extracted root table, resolved for this run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableSpec {
+    /// The resource that produced the rows.
+    pub resource: String,
+    /// Write disposition.
+    pub write_disposition: WriteDisposition,
+    /// Merge strategy.
+    #[serde(default)]
+    pub merge_strategy: Option<MergeStrategy>,
+    /// Primary key (as in the data).
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// Merge key (as in the data).
+    #[serde(default)]
+    pub merge_key: Vec<String>,
+    /// Column hints (names as in the data).
+    #[serde(default)]
+    pub columns: IndexMap<String, ColumnHint>,
+    /// Nesting limit.
+    #[serde(default)]
+    pub max_table_nesting: Option<usize>,
+    /// Propagate `_dlt_root_id` to child tables.
+    #[serde(default)]
+    pub root_key: bool,
+}
+
+/// How an extracted table's items are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemsFormat {
+    /// JSON lines with locations ([`ItemsWriter`]).
+    #[default]
+    Jsonl,
+    /// Arrow batches in a Parquet file.
+    Parquet,
+}
+
+/// One extracted table: its items file and hints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExtractedTable {
+    /// Table name as the resource gave it (normalized later).
+    pub raw_name: String,
+    /// Items file inside `items/`.
+    pub file: String,
+    /// How the items are stored.
+    #[serde(default)]
+    pub format: ItemsFormat,
+    /// Number of items.
+    pub items: u64,
+    /// Hints.
+    pub spec: TableSpec,
+}
+
+/// What a package holds besides its rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The load id.
+    pub load_id: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// When extract started (RFC 3339).
+    pub created_at: String,
+    /// Input files named by item locations (`<index>:<line>`).
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Extracted tables.
+    pub tables: Vec<ExtractedTable>,
+    /// Root tables (normalized names) to empty before loading: replace and refresh.
+    #[serde(default)]
+    pub truncate_tables: Vec<String>,
+    /// Tables (normalized names, with their children) to drop before loading (refresh).
+    #[serde(default)]
+    pub drop_tables: Vec<String>,
+    /// The state document to commit with this load, when the run changed it.
+    #[serde(default)]
+    pub state: Option<Value>,
+    /// Whether the state changed, so a `_dlt_pipeline_state` row is written.
+    #[serde(default)]
+    pub state_row: bool,
+    /// Whether this run writes the local state after the commit (not for stateless backfills).
+    #[serde(default)]
+    pub stateful: bool,
+}
+
+/// The stages a package moves through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Being extracted.
+    New,
+    /// Items written, not normalized.
+    Extracted,
+    /// Being normalized.
+    Normalizing,
+    /// Files written, not loaded.
+    Normalized,
+    /// Committed to the destination.
+    Loaded,
+}
+
+impl Stage {
+    fn dir_name(self) -> &'static str {
+        match self {
+            Stage::New => "new",
+            Stage::Extracted => "extracted",
+            Stage::Normalizing => "normalizing",
+            Stage::Normalized => "normalized",
+            Stage::Loaded => "loaded",
+        }
+    }
+}
+
+/// The package directories of one working directory.
+#[derive(Debug, Clone)]
+pub struct PackageStore {
+    root: PathBuf,
+}
+
+/// A package this process holds the lock of.
+#[derive(Debug)]
+pub struct Package {
+    /// The load id.
+    pub load_id: String,
+    /// Where it is now.
+    pub stage: Stage,
+    store: PackageStore,
+    _lock: File,
+}
+
+impl PackageStore {
+    /// The store under `working_dir/packages`.
+    pub fn new(working_dir: &Path) -> Self {
+        PackageStore {
+            root: working_dir.join("packages"),
+        }
+    }
+
+    fn stage_dir(&self, stage: Stage) -> PathBuf {
+        self.root.join(stage.dir_name())
+    }
+
+    /// The directory of package `load_id` in `stage`.
+    pub fn dir(&self, stage: Stage, load_id: &str) -> PathBuf {
+        self.stage_dir(stage).join(load_id)
+    }
+
+    fn lock_path(&self, load_id: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{load_id}.lock"))
+    }
+
+    fn try_lock(&self, load_id: &str) -> Result<Option<File>> {
+        let path = self.lock_path(load_id);
+        create_dir_all(path.parent().unwrap_or(&self.root))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("opening lock", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("locking", &path, e)),
+        }
+    }
+
+    /// A new, unique load id (a Unix timestamp with 7 decimals, as dlt's), and its package in `new/`.
+    pub fn create(&self) -> Result<Package> {
+        create_dir_all(&self.stage_dir(Stage::New))?;
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let load_id = format!("{}.{:07}", now.as_secs(), now.subsec_nanos() / 100);
+            let taken = [
+                Stage::New,
+                Stage::Extracted,
+                Stage::Normalizing,
+                Stage::Normalized,
+                Stage::Loaded,
+            ]
+            .iter()
+            .any(|s| self.dir(*s, &load_id).exists());
+            if taken {
+                std::thread::sleep(std::time::Duration::from_micros(100));
+                continue;
+            }
+            let Some(lock) = self.try_lock(&load_id)? else {
+                continue;
+            };
+            let dir = self.dir(Stage::New, &load_id);
+            match fs::create_dir(&dir) {
+                Ok(()) => {
+                    return Ok(Package {
+                        load_id,
+                        stage: Stage::New,
+                        store: self.clone(),
+                        _lock: lock,
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io("creating", &dir, e)),
+            }
+        }
+    }
+
+    /// Packages left behind by processes that have ended, oldest first, locked by this process.
+    /// Half-done stages are cleaned up: an abandoned extract is deleted, an interrupted
+    /// normalize is redone.
+    pub fn recover(&self) -> Result<Vec<Package>> {
+        let mut ids: Vec<String> = Vec::new();
+        for stage in [
+            Stage::New,
+            Stage::Extracted,
+            Stage::Normalizing,
+            Stage::Normalized,
+        ] {
+            for id in list_dir(&self.stage_dir(stage))? {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.sort();
+        let mut packages = Vec::new();
+        for id in ids {
+            let Some(lock) = self.try_lock(&id)? else {
+                continue; // another live process owns it
+            };
+            let normalized = self.dir(Stage::Normalized, &id);
+            let extracted = self.dir(Stage::Extracted, &id);
+            remove_dir_if_exists(&self.dir(Stage::New, &id))?;
+            remove_dir_if_exists(&self.dir(Stage::Normalizing, &id))?;
+            let stage = if normalized.exists() {
+                remove_dir_if_exists(&extracted)?;
+                Stage::Normalized
+            } else if extracted.exists() {
+                Stage::Extracted
+            } else {
+                continue;
+            };
+            packages.push(Package {
+                load_id: id,
+                stage,
+                store: self.clone(),
+                _lock: lock,
+            });
+        }
+        Ok(packages)
+    }
+
+    /// Load ids of packages not yet loaded (for `info`).
+    pub fn pending_ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for stage in [Stage::Extracted, Stage::Normalizing, Stage::Normalized] {
+            ids.extend(list_dir(&self.stage_dir(stage))?);
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+}
+
+impl Package {
+    /// The package's directory in its current stage.
+    pub fn dir(&self) -> PathBuf {
+        self.store.dir(self.stage, &self.load_id)
+    }
+
+    /// The directory of this package in another stage.
+    pub fn dir_in(&self, stage: Stage) -> PathBuf {
+        self.store.dir(stage, &self.load_id)
+    }
+
+    /// Moves the package to `stage` with one atomic rename.
+    pub fn move_to(&mut self, stage: Stage) -> Result<()> {
+        let from = self.dir();
+        let to = self.dir_in(stage);
+        create_dir_all(to.parent().unwrap_or(&to))?;
+        fs::rename(&from, &to).map_err(|e| Error::io("moving package to", &to, e))?;
+        sync_dir(to.parent().unwrap_or(&to));
+        self.stage = stage;
+        Ok(())
+    }
+
+    /// Starts normalizing: a fresh `normalizing/<id>` directory.
+    pub fn begin_normalize(&self) -> Result<PathBuf> {
+        let dir = self.dir_in(Stage::Normalizing);
+        remove_dir_if_exists(&dir)?;
+        create_dir_all(&dir.join("tables"))?;
+        Ok(dir)
+    }
+
+    /// Ends normalizing: `normalizing/<id>` becomes `normalized/<id>`, the extracted items go.
+    pub fn commit_normalize(&mut self) -> Result<()> {
+        let from = self.dir_in(Stage::Normalizing);
+        let to = self.dir_in(Stage::Normalized);
+        create_dir_all(to.parent().unwrap_or(&to))?;
+        fs::rename(&from, &to).map_err(|e| Error::io("moving package to", &to, e))?;
+        sync_dir(to.parent().unwrap_or(&to));
+        remove_dir_if_exists(&self.dir_in(Stage::Extracted))?;
+        self.stage = Stage::Normalized;
+        Ok(())
+    }
+
+    /// Moves a package that cannot be finished to `failed/<load_id>` (kept for inspection) and
+    /// drops any half-normalized output. Returns where it went.
+    pub fn set_aside(&mut self) -> Result<PathBuf> {
+        remove_dir_if_exists(&self.dir_in(Stage::Normalizing))?;
+        let to = self.store.root.join("failed").join(&self.load_id);
+        create_dir_all(to.parent().unwrap_or(&to))?;
+        let from = self.dir();
+        fs::rename(&from, &to).map_err(|e| Error::io("moving package to", &to, e))?;
+        Ok(to)
+    }
+
+    /// Reads the manifest from the current stage.
+    pub fn manifest(&self) -> Result<Manifest> {
+        read_json(&self.dir().join("manifest.json"), "package manifest")
+    }
+
+    /// The table files of a normalized package.
+    pub fn table_files(&self) -> Result<Vec<TableFile>> {
+        read_json(&self.dir().join("files.json"), "package file list")
+    }
+
+    /// Removes the lock file once the package is loaded; nobody recovers a loaded package.
+    pub fn release(self) {
+        let _ = fs::remove_file(self.store.lock_path(&self.load_id));
+    }
+}
+
+/// Writes extracted items as lines `<source>:<line>\t<json>` (location empty when unknown).
+pub struct ItemsWriter {
+    writer: BufWriter<File>,
+    path: PathBuf,
+    /// Items written.
+    pub items: u64,
+}
+
+impl ItemsWriter {
+    /// A new items file at `path`.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = File::create(path).map_err(|e| Error::io("creating", path, e))?;
+        Ok(ItemsWriter {
+            writer: BufWriter::with_capacity(1 << 20, file),
+            path: path.to_path_buf(),
+            items: 0,
+        })
+    }
+
+    /// Writes one item with its location (`source` index into the manifest's sources, `line`).
+    pub fn write(&mut self, item: &Value, location: Option<(usize, u64)>) -> Result<()> {
+        let io = |e| Error::io("writing", &self.path, e);
+        if let Some((source, line)) = location {
+            write!(self.writer, "{source}:{line}").map_err(io)?;
+        }
+        self.writer.write_all(b"\t").map_err(io)?;
+        serde_json::to_writer(&mut self.writer, item)
+            .map_err(|e| Error::io("writing", &self.path, e.into()))?;
+        self.writer
+            .write_all(b"\n")
+            .map_err(|e| Error::io("writing", &self.path, e))?;
+        self.items += 1;
+        Ok(())
+    }
+
+    /// Flushes and syncs the file.
+    pub fn finish(self) -> Result<()> {
+        let path = self.path.clone();
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| Error::io("writing", &path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io("syncing", &path, e))
+    }
+}
+
+/// Writes Arrow items of one table to a Parquet file.
+pub struct ArrowItemsWriter {
+    writer: parquet::arrow::ArrowWriter<File>,
+    path: PathBuf,
+}
+
+impl ArrowItemsWriter {
+    /// A new file at `path` for batches of `schema`.
+    pub fn create(path: &Path, schema: arrow::datatypes::SchemaRef) -> Result<Self> {
+        let file = File::create(path).map_err(|e| Error::io("creating", path, e))?;
+        let writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).map_err(|e| {
+            Error::Columnar {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(ArrowItemsWriter {
+            writer,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Appends a batch; every batch of a table must have the same columns.
+    pub fn write(&mut self, batch: &arrow::record_batch::RecordBatch) -> Result<()> {
+        self.writer.write(batch).map_err(|e| Error::Columnar {
+            path: self.path.clone(),
+            message: format!("Arrow items of one table must share one schema: {e}"),
+        })
+    }
+
+    /// Closes and syncs the file.
+    pub fn finish(self) -> Result<()> {
+        let path = self.path.clone();
+        let file = self.writer.into_inner().map_err(|e| Error::Columnar {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        file.sync_all().map_err(|e| Error::io("syncing", &path, e))
+    }
+}
+
+/// Reads an items file back: `(location, item)` per line.
+pub fn read_items(
+    path: &Path,
+    sources: &[String],
+) -> Result<impl Iterator<Item = Result<(String, Value)>>> {
+    let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let reader = BufReader::with_capacity(1 << 20, file);
+    let path = path.to_path_buf();
+    let sources = sources.to_vec();
+    Ok(reader.split(b'\n').map(move |line| {
+        let line = line.map_err(|e| Error::io("reading", &path, e))?;
+        let tab = line
+            .iter()
+            .position(|&b| b == b'\t')
+            .ok_or_else(|| Error::Corrupt {
+                what: path.display().to_string(),
+                detail: "items line without a tab".into(),
+            })?;
+        let location = match std::str::from_utf8(&line[..tab])
+            .ok()
+            .and_then(|s| s.split_once(':'))
+        {
+            Some((source, line_no)) => {
+                let source = source.parse::<usize>().ok().and_then(|i| sources.get(i));
+                match source {
+                    Some(source) => format!("{source}:{line_no}: "),
+                    None => String::new(),
+                }
+            }
+            None => String::new(),
+        };
+        let value = serde_json::from_slice(&line[tab + 1..]).map_err(|e| Error::Corrupt {
+            what: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        Ok((location, value))
+    }))
+}
+
+/// Writes `value` as JSON to `path` atomically (temp file, sync, rename).
+pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_vec_pretty(value).map_err(|e| Error::Corrupt {
+        what: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    write_atomic(path, &text)
+}
+
+/// Writes bytes to `path` atomically (temp file, sync, rename, sync directory).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    {
+        let mut file = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+        file.write_all(bytes)
+            .map_err(|e| Error::io("writing", &tmp, e))?;
+        file.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| Error::io("renaming to", path, e))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Reads a JSON file the pipeline wrote itself.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let text = fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
+        what: format!("{what} {}", path.display()),
+        detail: e.to_string(),
+    })
+}
+
+/// `fs::create_dir_all` with the path in the error.
+pub fn create_dir_all(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("removing", dir, e)),
+    }
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|name| !name.starts_with('.'))
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io("listing", dir, e)),
+    }
+}
+
+/// Makes a rename in `dir` durable; best effort (some filesystems refuse to sync directories).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}

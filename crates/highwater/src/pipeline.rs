@@ -1,0 +1,560 @@
+//! The pipeline: a working directory, a destination and a dataset; `run` = recover pending
+//! packages → extract → normalize → load, each stage leaving its output on disk.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use crate::destination::{Destination, DestinationConfig, LoadJob, StateRow};
+use crate::error::{Error, Result};
+use crate::extract::{extract, ExtractContext};
+use crate::incremental::Interval;
+use crate::naming::Naming;
+use crate::normalize::{Normalizer, TableFile};
+use crate::package::{
+    self, read_items, write_json_atomic, ItemsFormat, Package, PackageStore, Stage,
+};
+use crate::resource::{Hints, Resource, Source};
+use crate::schema::Schema;
+use crate::state;
+
+/// What a run reports as it goes, for progress bars and log lines.
+#[derive(Debug, Clone)]
+pub enum ProgressEvent {
+    /// A stage started (`extract`, `normalize`, `load`) for a load id.
+    Stage {
+        /// Stage name.
+        stage: &'static str,
+        /// The load id.
+        load_id: String,
+    },
+    /// Items pulled from a resource so far.
+    Items {
+        /// The resource.
+        resource: String,
+        /// Items so far.
+        items: u64,
+    },
+    /// A stage finished, with a one-line summary.
+    StageDone {
+        /// Stage name.
+        stage: &'static str,
+        /// What it did.
+        summary: String,
+    },
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadInfo {
+    /// The pipeline name.
+    pub pipeline: String,
+    /// The dataset.
+    pub dataset: String,
+    /// Load ids committed by this run (finished pending packages first).
+    pub load_ids: Vec<String>,
+    /// Rows loaded per table.
+    pub tables: IndexMap<String, u64>,
+}
+
+/// Options of one run that override the resources' own settings.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Hints that override every resource's hints for this run (`write_disposition = replace`
+    /// is a full refresh: state reset, data replaced).
+    pub hints: Hints,
+    /// Resource names to run; all when empty.
+    pub resources: Vec<String>,
+    /// An external scheduler's interval for incrementals that allow it; when `None`, taken from
+    /// the environment (`HIGHWATER_INTERVAL_START/END`, `DLT_INTERVAL_START/END`).
+    pub interval: Option<Interval>,
+}
+
+type ProgressFn = Arc<dyn Fn(ProgressEvent) + Send + Sync>;
+
+/// A pipeline: where data goes and where its working files live.
+pub struct Pipeline {
+    name: String,
+    dataset: String,
+    destination: DestinationConfig,
+    working_dir: PathBuf,
+    naming: Naming,
+    progress: ProgressFn,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .field("dataset", &self.dataset)
+            .field("destination", &self.destination)
+            .field("working_dir", &self.working_dir)
+            .finish()
+    }
+}
+
+/// Builds a [`Pipeline`].
+#[derive(Debug, Clone)]
+pub struct PipelineBuilder {
+    name: String,
+    dataset: Option<String>,
+    destination: Option<DestinationConfig>,
+    working_dir: Option<PathBuf>,
+}
+
+impl PipelineBuilder {
+    /// The dataset (schema in the destination); default `<name>_dataset`.
+    pub fn dataset(mut self, dataset: impl Into<String>) -> Self {
+        self.dataset = Some(dataset.into());
+        self
+    }
+
+    /// The destination; default DuckDB file `<name>.duckdb` in the current directory.
+    pub fn destination(mut self, destination: DestinationConfig) -> Self {
+        self.destination = Some(destination);
+        self
+    }
+
+    /// The working directory itself (default `$HIGHWATER_HOME/<name>` or `.highwater/<name>`).
+    pub fn working_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.working_dir = Some(dir.into());
+        self
+    }
+
+    /// Validates and builds.
+    pub fn build(self) -> Result<Pipeline> {
+        let naming = Naming::default();
+        if self.name.trim().is_empty() {
+            return Err(Error::Config("pipeline name must not be empty".into()));
+        }
+        let dataset = naming.normalize_identifier(
+            &self
+                .dataset
+                .unwrap_or_else(|| format!("{}_dataset", self.name)),
+        );
+        let working_dir = match self.working_dir {
+            Some(dir) => dir,
+            None => {
+                let home = std::env::var_os("HIGHWATER_HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from(".highwater"));
+                home.join(&self.name)
+            }
+        };
+        let destination = self
+            .destination
+            .unwrap_or_else(|| DestinationConfig::DuckDb {
+                path: PathBuf::from(format!("{}.duckdb", self.name)),
+            });
+        Ok(Pipeline {
+            name: self.name,
+            dataset,
+            destination,
+            working_dir,
+            naming,
+            progress: Arc::new(|_| {}),
+        })
+    }
+}
+
+impl Pipeline {
+    /// Starts building a pipeline named `name`.
+    pub fn builder(name: impl Into<String>) -> PipelineBuilder {
+        PipelineBuilder {
+            name: name.into(),
+            dataset: None,
+            destination: None,
+            working_dir: None,
+        }
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The dataset.
+    pub fn dataset(&self) -> &str {
+        &self.dataset
+    }
+
+    /// The working directory.
+    pub fn working_dir(&self) -> &Path {
+        &self.working_dir
+    }
+
+    /// The destination.
+    pub fn destination(&self) -> &DestinationConfig {
+        &self.destination
+    }
+
+    /// Receives progress events while runs go on.
+    pub fn on_progress(&mut self, f: impl Fn(ProgressEvent) + Send + Sync + 'static) {
+        self.progress = Arc::new(f);
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.working_dir.join("state.json")
+    }
+
+    fn schema_path(&self) -> PathBuf {
+        self.working_dir.join("schema.json")
+    }
+
+    /// Opens the destination.
+    pub fn open_destination(&self) -> Result<Box<dyn Destination>> {
+        self.destination.open(&self.dataset)
+    }
+
+    /// The local state document, if there is one.
+    pub fn local_state(&self) -> Result<Option<Value>> {
+        let path = self.state_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        package::read_json(&path, "pipeline state").map(Some)
+    }
+
+    /// The local schema, if there is one.
+    pub fn local_schema(&self) -> Result<Option<Schema>> {
+        let path = self.schema_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        package::read_json(&path, "schema").map(Some)
+    }
+
+    /// Load ids of packages not loaded yet.
+    pub fn pending_packages(&self) -> Result<Vec<String>> {
+        PackageStore::new(&self.working_dir).pending_ids()
+    }
+
+    /// Runs a source (or a single resource) with its own hints.
+    pub fn run(&self, source: impl Into<Source>) -> Result<LoadInfo> {
+        self.run_with(source, &RunOptions::default())
+    }
+
+    /// Runs a source with run-time options.
+    pub fn run_with(&self, source: impl Into<Source>, options: &RunOptions) -> Result<LoadInfo> {
+        let mut source = source.into();
+        if source.name.is_empty() {
+            source.name = self.name.clone();
+        }
+        if !options.resources.is_empty() {
+            let names: Vec<&str> = options.resources.iter().map(String::as_str).collect();
+            source = source.with_resources(&names)?;
+        }
+        let interval = match &options.interval {
+            Some(interval) => Some(interval.clone()),
+            None => Interval::from_env()?,
+        };
+        if let Some(interval) = &interval {
+            for resource in &mut source.resources {
+                let hinted = resource.cursor_hint_kind(&options.hints);
+                if let Some(incremental) = &mut resource.incremental {
+                    incremental.join_interval(interval, hinted);
+                }
+            }
+        }
+        package::create_dir_all(&self.working_dir)?;
+        let stateless = !source.resources.is_empty()
+            && source
+                .resources
+                .iter()
+                .all(|r| r.incremental.as_ref().is_some_and(|i| i.is_stateless()));
+        let _lock = if stateless { None } else { Some(self.lock()?) };
+
+        let mut info = LoadInfo {
+            pipeline: self.name.clone(),
+            dataset: self.dataset.clone(),
+            ..LoadInfo::default()
+        };
+        let store = PackageStore::new(&self.working_dir);
+        for mut pending in store.recover()? {
+            let manifest = pending.manifest()?;
+            if stateless && manifest.stateful {
+                continue; // only a run holding the pipeline lock may advance the state
+            }
+            tracing::info!(load_id = %pending.load_id, "finishing a package left by an earlier run");
+            self.finish_package(&mut pending, &mut info)?;
+            pending.release();
+        }
+
+        let mut run_state = if stateless {
+            state::new_state(&self.name, &self.dataset)
+        } else {
+            self.state_or_restore()?
+        };
+        if stateless && self.local_schema()?.is_none() {
+            self.restore_schema_only()?;
+        }
+
+        let mut package = store.create()?;
+        (self.progress)(ProgressEvent::Stage {
+            stage: "extract",
+            load_id: package.load_id.clone(),
+        });
+        let naming = self.naming;
+        let normalize_table = move |raw: &str| naming.normalize_path(raw);
+        let progress = self.progress.clone();
+        let extracted = extract(
+            &package,
+            std::mem::take(&mut source.resources),
+            ExtractContext {
+                pipeline: &self.name,
+                source: &source.name,
+                root_key: source.root_key,
+                run_hints: &options.hints,
+                state: &mut run_state,
+                progress: &move |e| progress(e),
+                normalize_table: &normalize_table,
+            },
+        );
+        let extracted = match extracted {
+            Ok(extracted) => extracted,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(package.dir());
+                package.release();
+                return Err(e);
+            }
+        };
+        let mut manifest = extracted.manifest;
+        let state_changed = !stateless && state::prepare_commit(&mut run_state);
+        if !stateless {
+            manifest.stateful = true;
+            manifest.state = Some(run_state.clone());
+        }
+        let has_work = extracted.items > 0 || !manifest.truncate_tables.is_empty();
+        if !has_work && !state_changed {
+            // Nothing new: no load, as dlt.
+            let _ = std::fs::remove_dir_all(package.dir());
+            package.release();
+            (self.progress)(ProgressEvent::StageDone {
+                stage: "extract",
+                summary: "nothing new to load".into(),
+            });
+            return Ok(info);
+        }
+        manifest.state_row = state_changed;
+        write_json_atomic(&package.dir().join("manifest.json"), &manifest)?;
+        crash_point("after-extract");
+        package.move_to(Stage::Extracted)?;
+        (self.progress)(ProgressEvent::StageDone {
+            stage: "extract",
+            summary: format!(
+                "{} items into {} tables",
+                extracted.items,
+                manifest.tables.len()
+            ),
+        });
+        crash_point("after-extract-commit");
+        self.finish_package(&mut package, &mut info)?;
+        package.release();
+        Ok(info)
+    }
+
+    /// Takes the pipeline lock, refusing when another state-writing run holds it.
+    fn lock(&self) -> Result<File> {
+        let path = self.working_dir.join("pipeline.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("opening lock", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+                pipeline: self.name.clone(),
+                path,
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("locking", &path, e)),
+        }
+    }
+
+    /// The local state, restored from the destination when the working directory is new.
+    fn state_or_restore(&self) -> Result<Value> {
+        if let Some(local) = self.local_state()? {
+            return Ok(local);
+        }
+        let mut destination = self.open_destination()?;
+        let restored = destination.restore(&self.name)?;
+        drop(destination);
+        if let Some(schema) = &restored.schema {
+            if self.local_schema()?.is_none() {
+                write_json_atomic(&self.schema_path(), schema)?;
+            }
+        }
+        match restored.state {
+            Some(mut remote) => {
+                tracing::info!(pipeline = %self.name, "state restored from the destination");
+                let hash = state::content_hash(&remote);
+                if let Value::Object(map) = &mut remote {
+                    map.insert(
+                        "_local".into(),
+                        serde_json::json!({"first_run": false, "_last_extracted_hash": hash}),
+                    );
+                }
+                write_json_atomic(&self.state_path(), &remote)?;
+                Ok(remote)
+            }
+            None => Ok(state::new_state(&self.name, &self.dataset)),
+        }
+    }
+
+    fn restore_schema_only(&self) -> Result<()> {
+        let mut destination = self.open_destination()?;
+        let restored = destination.restore(&self.name)?;
+        if let Some(schema) = restored.schema {
+            write_json_atomic(&self.schema_path(), &schema)?;
+        }
+        Ok(())
+    }
+
+    /// Normalizes (if needed) and loads a package, then advances the local state.
+    fn finish_package(&self, package: &mut Package, info: &mut LoadInfo) -> Result<()> {
+        if package.stage == Stage::Extracted {
+            if let Err(e) = self.normalize_package(package) {
+                // Data that cannot be normalized never will be: set the package aside (the
+                // state did not advance, so its items are extracted again once fixed).
+                let kept = package.set_aside()?;
+                tracing::warn!(load_id = %package.load_id, kept = %kept.display(), "package could not be normalized and was set aside");
+                return Err(e);
+            }
+        }
+        let manifest = package.manifest()?;
+        let files = package.table_files()?;
+        let schema: Schema =
+            package::read_json(&package.dir().join("schema.json"), "package schema")?;
+        (self.progress)(ProgressEvent::Stage {
+            stage: "load",
+            load_id: package.load_id.clone(),
+        });
+        let mut destination = self.open_destination()?;
+        if destination.is_loaded(&package.load_id)? {
+            tracing::info!(load_id = %package.load_id, "package was already loaded; finishing it locally");
+        } else {
+            let state_row = match &manifest.state {
+                Some(s) if manifest.state_row => Some(StateRow {
+                    version: s.get("_state_version").and_then(Value::as_i64).unwrap_or(1),
+                    engine_version: state::STATE_ENGINE_VERSION,
+                    state: state::encode_for_destination(s)?,
+                    version_hash: s
+                        .get("_version_hash")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                }),
+                _ => None,
+            };
+            let job = LoadJob {
+                load_id: &package.load_id,
+                pipeline: &self.name,
+                schema: &schema,
+                files_dir: package.dir().join("tables"),
+                files: &files,
+                truncate_tables: &manifest.truncate_tables,
+                drop_tables: &manifest.drop_tables,
+                state: state_row,
+            };
+            crash_point("before-load");
+            destination.load(&job)?;
+        }
+        drop(destination);
+        crash_point("after-commit");
+        if manifest.stateful {
+            if let Some(new_state) = &manifest.state {
+                write_json_atomic(&self.state_path(), new_state)?;
+            }
+        }
+        package.move_to(Stage::Loaded)?;
+        let mut rows = 0;
+        for file in &files {
+            *info.tables.entry(file.table.clone()).or_insert(0) += file.rows;
+            rows += file.rows;
+        }
+        info.load_ids.push(package.load_id.clone());
+        (self.progress)(ProgressEvent::StageDone {
+            stage: "load",
+            summary: format!(
+                "{rows} rows into {} tables, load id {}",
+                files
+                    .iter()
+                    .map(|f| &f.table)
+                    .collect::<std::collections::HashSet<_>>()
+                    .len(),
+                package.load_id
+            ),
+        });
+        Ok(())
+    }
+
+    fn normalize_package(&self, package: &mut Package) -> Result<()> {
+        (self.progress)(ProgressEvent::Stage {
+            stage: "normalize",
+            load_id: package.load_id.clone(),
+        });
+        let manifest = package.manifest()?;
+        let mut schema = self
+            .local_schema()?
+            .unwrap_or_else(|| Schema::new(&self.name));
+        let out = package.begin_normalize()?;
+        let tables_dir = out.join("tables");
+        let files: Vec<TableFile> = {
+            let mut normalizer =
+                Normalizer::new(&mut schema, self.naming, &package.load_id, &tables_dir);
+            let mut rows_seen = 0u64;
+            for table in &manifest.tables {
+                let root = normalizer.prepare_root(&table.raw_name, &table.spec)?;
+                let items_path = package.dir().join("items").join(&table.file);
+                if table.format == ItemsFormat::Parquet {
+                    normalizer.push_arrow_file(&root, &items_path)?;
+                    continue;
+                }
+                for entry in read_items(&items_path, &manifest.sources)? {
+                    let (location, item) = entry?;
+                    normalizer.push_item(&root, item, &location)?;
+                    rows_seen += 1;
+                    if rows_seen == 1000 {
+                        crash_point("mid-normalize");
+                    }
+                }
+            }
+            normalizer.finish()?
+        };
+        schema.bump_version();
+        let mut manifest = manifest;
+        // Tables a replace empties include child tables known only now.
+        manifest
+            .truncate_tables
+            .retain(|t| schema.tables.contains_key(t));
+        write_json_atomic(&out.join("manifest.json"), &manifest)?;
+        write_json_atomic(&out.join("schema.json"), &schema)?;
+        write_json_atomic(&out.join("files.json"), &files)?;
+        package.commit_normalize()?;
+        write_json_atomic(&self.schema_path(), &schema)?;
+        let rows: u64 = files.iter().map(|f| f.rows).sum();
+        (self.progress)(ProgressEvent::StageDone {
+            stage: "normalize",
+            summary: format!("{rows} rows in {} files", files.len()),
+        });
+        Ok(())
+    }
+}
+
+impl From<Resource> for Source {
+    /// A lone resource runs in a source named after the pipeline, as in dlt.
+    fn from(resource: Resource) -> Self {
+        Source::new("", vec![resource])
+    }
+}
+
+/// Test hook: `HIGHWATER_TEST_CRASH=<point>` aborts the process at that point, as a kill would.
+fn crash_point(point: &str) {
+    if std::env::var("HIGHWATER_TEST_CRASH").is_ok_and(|p| p == point) {
+        std::process::abort();
+    }
+}

@@ -1,0 +1,394 @@
+//! The schema: tables, their columns and hints, evolved by the normalizer and versioned by a hash.
+//!
+//! The schema is plain data. The normalizer adds tables and columns as it sees values; the
+//! destination turns it into DDL. Column order is the order of first appearance, as in dlt.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// dlt's schema engine version, written to `_dlt_version.engine_version`.
+pub const SCHEMA_ENGINE_VERSION: i64 = 11;
+
+/// The data types a column can have (dlt's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataType {
+    /// UTF-8 text.
+    Text,
+    /// 64-bit signed integer.
+    Bigint,
+    /// 64-bit float.
+    Double,
+    /// Boolean.
+    Bool,
+    /// An instant, stored in UTC with microsecond precision.
+    Timestamp,
+    /// A calendar date.
+    Date,
+    /// A time of day.
+    Time,
+    /// Fixed-point decimal, DECIMAL(38,9) unless precision and scale are given.
+    Decimal,
+    /// Any JSON value kept whole.
+    Json,
+    /// Bytes.
+    Binary,
+}
+
+impl DataType {
+    /// dlt's name of the type (`bigint`, `text`, …), used in variant column names.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::Text => "text",
+            DataType::Bigint => "bigint",
+            DataType::Double => "double",
+            DataType::Bool => "bool",
+            DataType::Timestamp => "timestamp",
+            DataType::Date => "date",
+            DataType::Time => "time",
+            DataType::Decimal => "decimal",
+            DataType::Json => "json",
+            DataType::Binary => "binary",
+        }
+    }
+
+    /// Parses dlt's name of a type, as written in a pipeline file.
+    pub fn parse(name: &str) -> Option<DataType> {
+        Some(match name {
+            "text" => DataType::Text,
+            "bigint" => DataType::Bigint,
+            "double" => DataType::Double,
+            "bool" => DataType::Bool,
+            "timestamp" => DataType::Timestamp,
+            "date" => DataType::Date,
+            "time" => DataType::Time,
+            "decimal" => DataType::Decimal,
+            "json" => DataType::Json,
+            "binary" => DataType::Binary,
+            _ => return None,
+        })
+    }
+}
+
+/// How the rows of a load reach the destination table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteDisposition {
+    /// Insert the rows.
+    #[default]
+    Append,
+    /// The table holds exactly this load's rows afterwards.
+    Replace,
+    /// Rows replace those with the same key (see [`MergeStrategy`]).
+    Merge,
+}
+
+impl WriteDisposition {
+    /// Parses `append`, `replace` or `merge`.
+    pub fn parse(name: &str) -> Option<WriteDisposition> {
+        match name {
+            "append" => Some(WriteDisposition::Append),
+            "replace" => Some(WriteDisposition::Replace),
+            "merge" => Some(WriteDisposition::Merge),
+            _ => None,
+        }
+    }
+}
+
+/// How a `merge` is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MergeStrategy {
+    /// Delete rows matching the keys of the load, then insert the load (dlt's default).
+    #[default]
+    DeleteInsert,
+    /// Update rows whose primary key exists, insert the others.
+    Upsert,
+    /// Insert only rows whose primary key does not exist yet.
+    InsertOnly,
+    /// Keep every version of a row with validity columns.
+    Scd2,
+}
+
+impl MergeStrategy {
+    /// Parses `delete-insert`, `upsert`, `insert-only` or `scd2`.
+    pub fn parse(name: &str) -> Option<MergeStrategy> {
+        match name {
+            "delete-insert" => Some(MergeStrategy::DeleteInsert),
+            "upsert" => Some(MergeStrategy::Upsert),
+            "insert-only" => Some(MergeStrategy::InsertOnly),
+            "scd2" => Some(MergeStrategy::Scd2),
+            _ => None,
+        }
+    }
+}
+
+/// Which duplicate of a key survives a merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    /// The lowest value wins.
+    Asc,
+    /// The highest value wins.
+    Desc,
+}
+
+/// A column and its hints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    /// Normalized column name.
+    pub name: String,
+    /// Data type; fixed once the column exists.
+    pub data_type: DataType,
+    /// Whether NULL is allowed.
+    #[serde(default = "yes")]
+    pub nullable: bool,
+    /// Part of the primary key.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub primary_key: bool,
+    /// Part of the merge key.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub merge_key: bool,
+    /// Values are unique (`_dlt_id`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unique: bool,
+    /// The row's own id (`_dlt_id`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub row_key: bool,
+    /// Points at the parent row (`_dlt_parent_id`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub parent_key: bool,
+    /// Points at the root row (`_dlt_root_id`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub root_key: bool,
+    /// A true (or non-null) value deletes the row on merge.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hard_delete: bool,
+    /// Picks the surviving duplicate of a key on merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_sort: Option<SortOrder>,
+    /// A variant column holding values that did not fit the column's type.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub variant: bool,
+    /// Declared by the user rather than inferred: values that do not fit are errors.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hinted: bool,
+    /// Precision for decimals (digits) and timestamps (fractional digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<u32>,
+    /// Scale for decimals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Column {
+    /// A nullable column of `data_type` with no hints.
+    pub fn new(name: impl Into<String>, data_type: DataType) -> Self {
+        Column {
+            name: name.into(),
+            data_type,
+            nullable: true,
+            primary_key: false,
+            merge_key: false,
+            unique: false,
+            row_key: false,
+            parent_key: false,
+            root_key: false,
+            hard_delete: false,
+            dedup_sort: None,
+            variant: false,
+            hinted: false,
+            precision: None,
+            scale: None,
+        }
+    }
+
+    /// The same column, NOT NULL.
+    pub fn not_null(mut self) -> Self {
+        self.nullable = false;
+        self
+    }
+}
+
+/// A table: a root table of a resource, or a child table of nested lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    /// Normalized table name.
+    pub name: String,
+    /// The parent table of a child table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The resource whose items fill this table (root tables only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// How loads reach the table (root tables; children follow their root).
+    #[serde(default)]
+    pub write_disposition: WriteDisposition,
+    /// How merges are carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_strategy: Option<MergeStrategy>,
+    /// Levels of nesting that become child tables or flattened columns (`max_table_nesting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_nesting: Option<usize>,
+    /// Columns in order of first appearance.
+    pub columns: IndexMap<String, Column>,
+}
+
+impl Table {
+    /// An empty root table.
+    pub fn new(name: impl Into<String>) -> Self {
+        Table {
+            name: name.into(),
+            parent: None,
+            resource: None,
+            write_disposition: WriteDisposition::Append,
+            merge_strategy: None,
+            max_nesting: None,
+            columns: IndexMap::new(),
+        }
+    }
+
+    /// Columns that are part of the primary key, in order.
+    pub fn primary_key(&self) -> Vec<&Column> {
+        self.columns.values().filter(|c| c.primary_key).collect()
+    }
+
+    /// Columns that are part of the merge key, in order.
+    pub fn merge_key(&self) -> Vec<&Column> {
+        self.columns.values().filter(|c| c.merge_key).collect()
+    }
+
+    /// Whether the table is a child table.
+    pub fn is_child(&self) -> bool {
+        self.parent.is_some()
+    }
+}
+
+/// A named, versioned set of tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schema {
+    /// Schema name (the pipeline name).
+    pub name: String,
+    /// Increases by one each time the content changes.
+    pub version: u64,
+    /// Hash of the content, to detect changes.
+    pub version_hash: String,
+    /// Engine version of the stored format.
+    pub engine_version: i64,
+    /// Tables in order of first appearance.
+    pub tables: IndexMap<String, Table>,
+}
+
+impl Schema {
+    /// An empty schema.
+    pub fn new(name: impl Into<String>) -> Self {
+        let mut schema = Schema {
+            name: name.into(),
+            version: 0,
+            version_hash: String::new(),
+            engine_version: SCHEMA_ENGINE_VERSION,
+            tables: IndexMap::new(),
+        };
+        schema.bump_version();
+        schema
+    }
+
+    /// Hash of the tables and columns (order included).
+    pub fn content_hash(&self) -> String {
+        let mut hasher = Sha256::new();
+        // Serializing an IndexMap keeps insertion order, so column order is part of the hash.
+        let json = serde_json::to_vec(&self.tables).unwrap_or_default();
+        hasher.update(&json);
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(hasher.finalize())
+    }
+
+    /// Recomputes the hash; increments the version when the content changed. Returns whether it did.
+    pub fn bump_version(&mut self) -> bool {
+        let hash = self.content_hash();
+        if hash != self.version_hash {
+            self.version += 1;
+            self.version_hash = hash;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The root table of `table` (itself for a root table).
+    pub fn root_of<'a>(&'a self, table: &'a str) -> &'a str {
+        let mut name = table;
+        while let Some(parent) = self.tables.get(name).and_then(|t| t.parent.as_deref()) {
+            name = parent;
+        }
+        name
+    }
+
+    /// The child tables of `root` (all descendants), in schema order.
+    pub fn descendants(&self, root: &str) -> Vec<&Table> {
+        self.tables
+            .values()
+            .filter(|t| t.parent.is_some() && self.root_of(&t.name) == root)
+            .collect()
+    }
+
+    /// Reads a schema stored as JSON.
+    pub fn from_json(text: &str) -> Result<Schema> {
+        serde_json::from_str(text).map_err(|e| Error::Corrupt {
+            what: "schema".into(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// The schema as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_moves_only_when_content_changes() {
+        let mut schema = Schema::new("p");
+        assert_eq!(schema.version, 1);
+        assert!(!schema.bump_version());
+        let mut table = Table::new("events");
+        table
+            .columns
+            .insert("id".into(), Column::new("id", DataType::Bigint));
+        schema.tables.insert("events".into(), table);
+        assert!(schema.bump_version());
+        assert_eq!(schema.version, 2);
+        let back = Schema::from_json(&schema.to_json()).unwrap();
+        assert_eq!(back, schema);
+    }
+
+    #[test]
+    fn descendants_follow_parents() {
+        let mut schema = Schema::new("p");
+        schema.tables.insert("a".into(), Table::new("a"));
+        let mut child = Table::new("a__b");
+        child.parent = Some("a".into());
+        schema.tables.insert("a__b".into(), child);
+        let mut grandchild = Table::new("a__b__c");
+        grandchild.parent = Some("a__b".into());
+        schema.tables.insert("a__b__c".into(), grandchild);
+        assert_eq!(schema.root_of("a__b__c"), "a");
+        let names: Vec<_> = schema.descendants("a").iter().map(|t| &t.name).collect();
+        assert_eq!(names, ["a__b", "a__b__c"]);
+    }
+}

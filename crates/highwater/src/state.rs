@@ -1,0 +1,183 @@
+//! The state document: pipeline-, source- and resource-scoped JSON committed with the data.
+//!
+//! The layout is dlt's (`sources.<source>.resources.<resource>.incremental.<cursor_path>`), so a
+//! dlt user finds the same document in `_dlt_pipeline_state`.
+
+use std::io::{Read, Write};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use flate2::read::ZlibDecoder;
+use flate2::write::ZlibEncoder;
+use flate2::Compression;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// dlt's state engine version.
+pub const STATE_ENGINE_VERSION: i64 = 4;
+
+/// A fresh state document for a pipeline.
+pub fn new_state(pipeline: &str, dataset: &str) -> Value {
+    json!({
+        "_state_version": 0,
+        "_state_engine_version": STATE_ENGINE_VERSION,
+        "_version_hash": "",
+        "pipeline_name": pipeline,
+        "dataset_name": dataset,
+        "default_schema_name": pipeline,
+        "schema_names": [pipeline],
+        "destination_type": "highwater.destinations.duckdb",
+        "destination_name": null,
+        "sources": {},
+        "_local": {"first_run": true}
+    })
+}
+
+pub(crate) fn object_entry<'a>(parent: &'a mut Value, key: &str) -> &'a mut Value {
+    if !parent.is_object() {
+        *parent = Value::Object(Map::new());
+    }
+    let Value::Object(map) = parent else {
+        unreachable!("made an object above")
+    };
+    let entry = map
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
+    }
+    entry
+}
+
+/// The source-scoped state of `source` (created empty when missing).
+pub fn source_state<'a>(state: &'a mut Value, source: &str) -> &'a mut Value {
+    object_entry(object_entry(state, "sources"), source)
+}
+
+/// The resource-scoped state of `resource` in `source` (created empty when missing).
+pub fn resource_state<'a>(state: &'a mut Value, source: &str, resource: &str) -> &'a mut Value {
+    object_entry(
+        object_entry(source_state(state, source), "resources"),
+        resource,
+    )
+}
+
+/// Reads the resource-scoped state without creating it.
+pub fn get_resource_state<'a>(state: &'a Value, source: &str, resource: &str) -> Option<&'a Value> {
+    state
+        .get("sources")?
+        .get(source)?
+        .get("resources")?
+        .get(resource)
+}
+
+/// Hash of the content that matters (no versions, no `_local`).
+pub fn content_hash(state: &Value) -> String {
+    let mut content = state.clone();
+    if let Value::Object(map) = &mut content {
+        for key in [
+            "_local",
+            "_state_version",
+            "_state_engine_version",
+            "_version_hash",
+        ] {
+            map.remove(key);
+        }
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(content.to_string().as_bytes());
+    STANDARD.encode(hasher.finalize())
+}
+
+/// The `_local` section's last extracted hash.
+pub fn last_extracted_hash(state: &Value) -> Option<&str> {
+    state.get("_local")?.get("_last_extracted_hash")?.as_str()
+}
+
+/// Marks `state` as the version to commit: bumps `_state_version` when the content changed,
+/// and records the hash. Returns whether a state row must be written.
+pub fn prepare_commit(state: &mut Value) -> bool {
+    let hash = content_hash(state);
+    let changed = last_extracted_hash(state) != Some(hash.as_str());
+    if let Value::Object(map) = state {
+        let previous = map
+            .get("_version_hash")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if previous != hash {
+            let version = map
+                .get("_state_version")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            map.insert("_state_version".into(), Value::from(version + 1));
+            map.insert("_version_hash".into(), Value::String(hash.clone()));
+        }
+        let local = map.entry("_local").or_insert_with(|| json!({}));
+        if let Value::Object(local) = local {
+            local.insert("_last_extracted_hash".into(), Value::String(hash));
+            local.insert("first_run".into(), Value::Bool(false));
+        }
+    }
+    changed
+}
+
+/// The state as dlt stores it in `_dlt_pipeline_state.state`: base64(zlib(json without `_local`)).
+pub fn encode_for_destination(state: &Value) -> Result<String> {
+    let mut content = state.clone();
+    if let Value::Object(map) = &mut content {
+        map.remove("_local");
+    }
+    let mut encoder = ZlibEncoder::new(Vec::new(), Compression::best());
+    let io = |e: std::io::Error| Error::Corrupt {
+        what: "state".into(),
+        detail: e.to_string(),
+    };
+    encoder
+        .write_all(content.to_string().as_bytes())
+        .map_err(io)?;
+    Ok(STANDARD.encode(encoder.finish().map_err(io)?))
+}
+
+/// Decodes `_dlt_pipeline_state.state` (compressed, or plain JSON as dlt's decoder also accepts).
+pub fn decode_from_destination(text: &str) -> Result<Value> {
+    let corrupt = |detail: String| Error::Corrupt {
+        what: "state in _dlt_pipeline_state".into(),
+        detail,
+    };
+    if let Ok(bytes) = STANDARD.decode(text.trim()) {
+        let mut json = String::new();
+        if ZlibDecoder::new(&bytes[..])
+            .read_to_string(&mut json)
+            .is_ok()
+        {
+            return serde_json::from_str(&json).map_err(|e| corrupt(e.to_string()));
+        }
+    }
+    serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_versions() {
+        let mut state = new_state("p", "d");
+        assert!(prepare_commit(&mut state));
+        assert_eq!(state["_state_version"], 1);
+        assert!(
+            !prepare_commit(&mut state),
+            "unchanged content writes no row"
+        );
+        resource_state(&mut state, "src", "events")["n"] = json!(1);
+        assert!(prepare_commit(&mut state));
+        assert_eq!(state["_state_version"], 2);
+        let encoded = encode_for_destination(&state).unwrap();
+        let decoded = decode_from_destination(&encoded).unwrap();
+        assert_eq!(decoded["sources"]["src"]["resources"]["events"]["n"], 1);
+        assert!(decoded.get("_local").is_none());
+    }
+}

@@ -1,0 +1,281 @@
+//! Golden tests: each scenario under `tests/dlt_fixtures/scenarios` was run through real dlt
+//! 1.31.0 (see `tests/dlt_fixtures/generate.py`); highwater runs the same inputs with the same
+//! hints and must produce the same tables, columns, types and rows (ids compared by structure).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use highwater::{
+    Bound, ColumnHint, DataType, DestinationConfig, Incremental, LastValueFunc, MergeStrategy,
+    OnCursorMissing, Pipeline, Resource, SortOrder, Source, TableName, WriteDisposition,
+};
+use serde_json::Value;
+
+use common::{canonical_from_fixture, canonical_trees, count, dump_dataset, TableDump};
+
+fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/dlt_fixtures/scenarios")
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn resource_for(dir: &Path, run: &Value) -> Resource {
+    let mut items = Vec::new();
+    for file in strings(&run["files"]) {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            items.push(serde_json::from_str::<Value>(line).unwrap());
+        }
+    }
+    let mut resource = Resource::from_items(run["resource"].as_str().unwrap(), items);
+    let disposition =
+        WriteDisposition::parse(run["write_disposition"].as_str().unwrap_or("append")).unwrap();
+    resource = resource.write_disposition(disposition);
+    let pk = strings(&run["primary_key"]);
+    if !pk.is_empty() {
+        resource = resource.primary_key(pk);
+    }
+    let mk = strings(&run["merge_key"]);
+    if !mk.is_empty() {
+        resource = resource.merge_key(mk);
+    }
+    if let Some(s) = run["merge_strategy"].as_str() {
+        resource = resource.merge_strategy(MergeStrategy::parse(s).unwrap());
+    }
+    if let Some(t) = run["table_name"].as_str() {
+        resource = match TableName::parse(t) {
+            TableName::Static(name) => resource.table_name(name),
+            TableName::Dynamic(f) => resource.table_name_fn(move |item| f(item)),
+        };
+    }
+    if let Some(n) = run["max_table_nesting"].as_u64() {
+        resource = resource.max_table_nesting(n as usize);
+    }
+    if let Some(columns) = run["columns"].as_object() {
+        for (name, hint) in columns {
+            resource = resource.column(
+                name.clone(),
+                ColumnHint {
+                    data_type: hint["data_type"].as_str().and_then(DataType::parse),
+                    nullable: hint["nullable"].as_bool(),
+                    hard_delete: hint["hard_delete"].as_bool().unwrap_or(false),
+                    dedup_sort: hint["dedup_sort"].as_str().map(|s| {
+                        if s == "asc" {
+                            SortOrder::Asc
+                        } else {
+                            SortOrder::Desc
+                        }
+                    }),
+                    ..ColumnHint::default()
+                },
+            );
+        }
+    }
+    if let Some(inc) = run["incremental"].as_object() {
+        let mut incremental = Incremental::new(inc["cursor_path"].as_str().unwrap()).unwrap();
+        if let Some(v) = inc.get("initial_value").filter(|v| !v.is_null()) {
+            incremental = incremental.initial_value(v.clone());
+        }
+        if let Some(v) = inc.get("end_value").filter(|v| !v.is_null()) {
+            incremental = incremental.end_value(v.clone());
+        }
+        if inc.get("last_value_func").and_then(Value::as_str) == Some("min") {
+            incremental = incremental.last_value_func(LastValueFunc::Min);
+        }
+        if let Some(pk) = inc.get("primary_key").filter(|v| !v.is_null()) {
+            incremental = incremental.primary_key(strings(pk));
+        }
+        if inc.get("range_start").and_then(Value::as_str) == Some("open") {
+            incremental = incremental.range_start(Bound::Open);
+        }
+        if inc.get("range_end").and_then(Value::as_str) == Some("closed") {
+            incremental = incremental.range_end(Bound::Closed);
+        }
+        match inc.get("on_cursor_value_missing").and_then(Value::as_str) {
+            Some("include") => {
+                incremental = incremental.on_cursor_value_missing(OnCursorMissing::Include)
+            }
+            Some("exclude") => {
+                incremental = incremental.on_cursor_value_missing(OnCursorMissing::Exclude)
+            }
+            _ => {}
+        }
+        resource = resource.incremental(incremental);
+    }
+    resource
+}
+
+/// Expected tables from the fixture, values made canonical by column type.
+fn expected_tables(expected: &Value) -> BTreeMap<String, TableDump> {
+    let mut out = BTreeMap::new();
+    for (name, table) in expected["tables"].as_object().unwrap() {
+        let columns: Vec<(String, String, bool)> = table["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["type"].as_str().unwrap().to_string(),
+                    c["nullable"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        let rows = table["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let obj = r.as_object().unwrap();
+                columns
+                    .iter()
+                    .map(|(c, ty, _)| {
+                        (
+                            c.clone(),
+                            canonical_from_fixture(obj.get(c).unwrap_or(&Value::Null), ty),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        out.insert(name.clone(), TableDump { columns, rows });
+    }
+    out
+}
+
+fn run_scenario(name: &str) {
+    let dir = scenarios_dir().join(name);
+    let scenario = read_json(&dir.join("scenario.json"));
+    let expected = read_json(&dir.join("expected.json"));
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("out.duckdb");
+    let pipeline_name = scenario["pipeline"].as_str().unwrap();
+    let dataset = scenario["dataset"].as_str().unwrap();
+    let pipeline = Pipeline::builder(pipeline_name)
+        .dataset(dataset)
+        .destination(DestinationConfig::DuckDb { path: db.clone() })
+        .working_dir(tmp.path().join("work"))
+        .build()
+        .unwrap();
+    let expected_loads = expected["run_load_ids"].as_array().unwrap();
+    for (i, run) in scenario["runs"].as_array().unwrap().iter().enumerate() {
+        let resource = resource_for(&dir, run);
+        let source = Source::new(pipeline_name, vec![resource])
+            .root_key(run["root_key"].as_bool().unwrap_or(false));
+        let result = pipeline.run(source);
+        match (&expected_loads[i], result) {
+            (Value::Object(err), Ok(info)) => panic!(
+                "{name} run {i}: dlt failed with {:?} but highwater loaded {:?}",
+                err.get("error"),
+                info
+            ),
+            (Value::Object(_), Err(_)) => {}
+            (n, Ok(info)) => assert_eq!(
+                info.load_ids.len() as u64,
+                n.as_u64().unwrap(),
+                "{name} run {i}: number of loads"
+            ),
+            (_, Err(e)) => panic!("{name} run {i} failed: {e}"),
+        }
+    }
+    let conn = common::open(&db);
+    let actual = dump_dataset(&conn, dataset);
+    let wanted = expected_tables(&expected);
+    let actual_names: Vec<&String> = actual.keys().collect();
+    let wanted_names: Vec<&String> = wanted.keys().collect();
+    assert_eq!(actual_names, wanted_names, "{name}: tables");
+    for (table, want) in &wanted {
+        let got = &actual[table];
+        assert_eq!(got.columns, want.columns, "{name}: columns of {table}");
+        assert_eq!(
+            got.rows.len(),
+            want.rows.len(),
+            "{name}: row count of {table}"
+        );
+    }
+    let got_trees = canonical_trees(&actual);
+    let want_trees = canonical_trees(&wanted);
+    for (table, want) in &want_trees {
+        let got = &got_trees[table];
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(
+                g, w,
+                "{name}: rows of {table} differ (left: highwater, right: dlt)"
+            );
+        }
+        assert_eq!(got.len(), want.len(), "{name}: rows of {table}");
+    }
+    let ds = format!("\"{dataset}\"");
+    assert_eq!(
+        count(&conn, &format!("SELECT count(*) FROM {ds}._dlt_loads")),
+        expected["loads"].as_i64().unwrap(),
+        "{name}: _dlt_loads rows"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            &format!("SELECT count(*) FROM {ds}._dlt_pipeline_state")
+        ),
+        expected["state_rows"].as_i64().unwrap(),
+        "{name}: _dlt_pipeline_state rows"
+    );
+}
+
+macro_rules! golden {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                run_scenario(stringify!($name));
+            }
+        )*
+    };
+}
+
+golden!(
+    nested_append,
+    merge_children,
+    merge_compound_key,
+    merge_key_only,
+    merge_no_key,
+    replace,
+    awkward_keys,
+    variants,
+    huge_int,
+    schema_evolution,
+    dynamic_tables,
+    max_nesting,
+    hard_delete_dedup_sort,
+    dedup_sort,
+    incremental_merge,
+    incremental_append_int,
+    root_key,
+);
+
+#[test]
+fn every_scenario_has_a_test() {
+    let mut names: Vec<String> = std::fs::read_dir(scenarios_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names.len(),
+        17,
+        "a new scenario needs a line in golden!(...): {names:?}"
+    );
+}

@@ -1,0 +1,282 @@
+//! End-to-end behaviour of the library on real DuckDB files: state, locks, dedup, restore.
+
+mod common;
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use highwater::{
+    DestinationConfig, Error, Hints, Incremental, Item, Pipeline, Resource, RunOptions, Source,
+    WriteDisposition,
+};
+use serde_json::{json, Value};
+
+fn pipeline(dir: &Path, name: &str) -> Pipeline {
+    Pipeline::builder(name)
+        .dataset("data")
+        .destination(DestinationConfig::DuckDb {
+            path: dir.join("db.duckdb"),
+        })
+        .working_dir(dir.join("work"))
+        .build()
+        .unwrap()
+}
+
+fn rows(dir: &Path, sql: &str) -> Vec<Vec<Value>> {
+    let conn = common::open(&dir.join("db.duckdb"));
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    let mut out = Vec::new();
+    let mut result = stmt.query([]).unwrap();
+    while let Some(row) = result.next().unwrap() {
+        out.push(
+            (0..n)
+                .map(|i| match row.get::<_, Option<String>>(i).unwrap() {
+                    Some(s) => Value::String(s),
+                    None => Value::Null,
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+#[test]
+fn duplicate_keys_in_one_load_keep_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "dups");
+    let items = vec![
+        json!({"id": 1, "v": "first", "kids": [1, 2]}),
+        json!({"id": 2, "v": "only"}),
+        json!({"id": 1, "v": "last", "kids": [3]}),
+    ];
+    let r = Resource::from_items("t", items)
+        .write_disposition(WriteDisposition::Merge)
+        .primary_key(["id"]);
+    p.run(r).unwrap();
+    assert_eq!(
+        rows(
+            dir.path(),
+            "SELECT CAST(id AS VARCHAR), v FROM data.t ORDER BY id"
+        ),
+        vec![
+            vec![json!("1"), json!("last")],
+            vec![json!("2"), json!("only")]
+        ]
+    );
+    // Children of the dropped duplicate are gone too.
+    assert_eq!(
+        rows(
+            dir.path(),
+            "SELECT CAST(value AS VARCHAR) FROM data.t__kids"
+        ),
+        vec![vec![json!("3")]]
+    );
+}
+
+#[test]
+fn state_is_restored_from_the_destination_when_the_working_dir_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = || {
+        Resource::from_items("ev", (1..=5).map(|i| json!({"id": i, "ts": i})).collect())
+            .primary_key(["id"])
+            .incremental(Incremental::new("ts").unwrap().initial_value(0))
+    };
+    let p = pipeline(dir.path(), "restore");
+    assert_eq!(p.run(make()).unwrap().load_ids.len(), 1);
+    std::fs::remove_dir_all(dir.path().join("work")).unwrap();
+    let again = pipeline(dir.path(), "restore").run(make()).unwrap();
+    assert!(
+        again.load_ids.is_empty(),
+        "restored cursor filters everything: {again:?}"
+    );
+    assert_eq!(
+        rows(dir.path(), "SELECT CAST(count(*) AS VARCHAR) FROM data.ev"),
+        vec![vec![json!("5")]]
+    );
+    let state = p.local_state().unwrap().unwrap();
+    assert_eq!(
+        state["sources"]["restore"]["resources"]["ev"]["incremental"]["ts"]["last_value"],
+        5
+    );
+}
+
+#[test]
+fn a_second_state_writing_run_is_refused_while_one_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let blocking = Resource::new("slow", move |_| {
+        let _ = started_tx.send(());
+        let _ = release_rx.recv();
+        Ok(std::iter::once(Ok(Item::Json(json!({"a": 1})))))
+    });
+    let path = dir.path().to_path_buf();
+    let handle = std::thread::spawn(move || pipeline(&path, "locked").run(blocking));
+    started_rx.recv().unwrap();
+    let err = pipeline(dir.path(), "locked")
+        .run(Resource::from_items("other", vec![json!({"b": 1})]))
+        .unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("already running"), "{err}");
+    release_tx.send(()).unwrap();
+    handle.join().unwrap().unwrap();
+    // Once the first run ended, the lock is free again.
+    pipeline(dir.path(), "locked")
+        .run(Resource::from_items("other", vec![json!({"b": 1})]))
+        .unwrap();
+}
+
+#[test]
+fn resource_and_source_state_are_committed_with_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "counter");
+    let counting = || {
+        Resource::new("c", |ctx| {
+            let n = ctx.with_resource_state(|s| {
+                let n = s.get("runs").and_then(Value::as_i64).unwrap_or(0) + 1;
+                s.insert("runs".into(), json!(n));
+                n
+            });
+            ctx.with_source_state(|s| s.insert("last".into(), json!(n)));
+            Ok(std::iter::empty())
+        })
+    };
+    // No rows but a changed state: one load holding only the state row, as dlt.
+    assert_eq!(p.run(counting()).unwrap().load_ids.len(), 1);
+    assert_eq!(p.run(counting()).unwrap().load_ids.len(), 1);
+    let state = p.local_state().unwrap().unwrap();
+    assert_eq!(state["sources"]["counter"]["resources"]["c"]["runs"], 2);
+    assert_eq!(state["sources"]["counter"]["last"], 2);
+    assert_eq!(
+        rows(
+            dir.path(),
+            "SELECT CAST(count(*) AS VARCHAR) FROM data._dlt_pipeline_state"
+        ),
+        vec![vec![json!("2")]]
+    );
+}
+
+#[test]
+fn run_time_replace_is_a_full_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "refresh");
+    let make = |n: i64| {
+        Resource::from_items("ev", (1..=n).map(|i| json!({"id": i, "ts": i})).collect())
+            .incremental(Incremental::new("ts").unwrap().initial_value(0))
+    };
+    p.run(make(3)).unwrap();
+    assert!(p.run(make(3)).unwrap().load_ids.is_empty());
+    let options = RunOptions {
+        hints: Hints {
+            write_disposition: Some(WriteDisposition::Replace),
+            ..Hints::default()
+        },
+        ..RunOptions::default()
+    };
+    let info = p.run_with(make(2), &options).unwrap();
+    assert_eq!(
+        info.tables["ev"], 2,
+        "state reset to initial_value: rows 1 and 2 load again"
+    );
+    assert_eq!(
+        rows(dir.path(), "SELECT CAST(count(*) AS VARCHAR) FROM data.ev"),
+        vec![vec![json!("2")]]
+    );
+}
+
+#[test]
+fn plain_data_with_run_time_hints() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "plain");
+    let options = RunOptions {
+        hints: Hints {
+            write_disposition: Some(WriteDisposition::Merge),
+            primary_key: Some(vec!["Key".into()]),
+            table_name: Some(highwater::TableName::Static("Target Table".into())),
+            ..Hints::default()
+        },
+        ..RunOptions::default()
+    };
+    p.run_with(
+        Resource::from_items("x", vec![json!({"Key": 1, "v": 1})]),
+        &options,
+    )
+    .unwrap();
+    p.run_with(
+        Resource::from_items("x", vec![json!({"Key": 1, "v": 2})]),
+        &options,
+    )
+    .unwrap();
+    assert_eq!(
+        rows(
+            dir.path(),
+            "SELECT CAST(key AS VARCHAR), CAST(v AS VARCHAR) FROM data.target_table"
+        ),
+        vec![vec![json!("1"), json!("2")]]
+    );
+}
+
+#[test]
+fn with_resources_selects_and_unknown_names_are_errors() {
+    let source = Source::new(
+        "s",
+        vec![
+            Resource::from_items("a", vec![]),
+            Resource::from_items("b", vec![]),
+        ],
+    );
+    let err = source.with_resources(&["c"]).unwrap_err().to_string();
+    assert!(err.contains("no resource named \"c\""), "{err}");
+}
+
+#[test]
+fn arrow_batches_load_and_filter_with_the_incremental() {
+    use highwater::arrow::array::{Int64Array, StringArray};
+    use highwater::arrow::datatypes::{DataType as ArrowType, Field, Schema};
+    use highwater::arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "arrow");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("Id", ArrowType::Int64, false),
+        Field::new("Name", ArrowType::Utf8, true),
+    ]));
+    let batch = |ids: Vec<i64>| {
+        let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(names)),
+            ],
+        )
+        .unwrap()
+    };
+    let make = |batches: Vec<RecordBatch>| {
+        Resource::new("arr", move |_| {
+            Ok(batches.clone().into_iter().map(|b| Ok(Item::Arrow(b))))
+        })
+        .primary_key(["Id"])
+        .incremental(Incremental::new("Id").unwrap().initial_value(2))
+    };
+    let info = p
+        .run(make(vec![batch(vec![1, 2, 3]), batch(vec![4])]))
+        .unwrap();
+    assert_eq!(info.tables["arr"], 3, "id 1 is before the start");
+    let info = p.run(make(vec![batch(vec![3, 4, 5])])).unwrap();
+    assert_eq!(
+        info.tables["arr"], 1,
+        "4 is the boundary and was loaded; only 5 is new"
+    );
+    assert_eq!(
+        rows(
+            dir.path(),
+            "SELECT CAST(id AS VARCHAR), name FROM data.arr ORDER BY id"
+        ),
+        (2..=5)
+            .map(|i| vec![json!(i.to_string()), json!(format!("n{i}"))])
+            .collect::<Vec<_>>()
+    );
+}
