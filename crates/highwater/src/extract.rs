@@ -16,6 +16,9 @@ use crate::resource::{Hints, Item, Resource, ResourceContext, TableName};
 use crate::schema::WriteDisposition;
 use crate::state;
 
+/// Where an item came from: file and 1-based line.
+type Location = (Arc<str>, u64);
+
 /// What the extract stage needs besides the resources.
 pub(crate) struct ExtractContext<'a> {
     pub pipeline: &'a str,
@@ -131,7 +134,7 @@ pub(crate) fn extract(
         let mut reported = 0u64;
         let iter = (resource.producer)(context)?;
         'pull: for next in iter {
-            let values: Vec<(Value, Option<(Arc<str>, u64)>)> = match next? {
+            let values: Vec<(Value, Option<Location>)> = match next? {
                 Item::Arrow(batch) => {
                     items += batch.num_rows() as u64;
                     let batch = match &incremental {

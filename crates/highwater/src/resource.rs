@@ -38,13 +38,16 @@ impl From<Value> for Item {
     }
 }
 
+/// A function from an item to the name of its table.
+pub type TableNameFn = Arc<dyn Fn(&Value) -> Result<String> + Send + Sync>;
+
 /// The table an item goes to: fixed, or computed from the item (dispatch).
 #[derive(Clone)]
 pub enum TableName {
     /// Every item goes to this table.
     Static(String),
     /// The table is a function of the item, e.g. one table per event type.
-    Dynamic(Arc<dyn Fn(&Value) -> Result<String> + Send + Sync>),
+    Dynamic(TableNameFn),
 }
 
 impl std::fmt::Debug for TableName {
@@ -398,7 +401,7 @@ impl Source {
     }
 
     /// Adds a resource.
-    pub fn add(mut self, resource: Resource) -> Self {
+    pub fn with_resource(mut self, resource: Resource) -> Self {
         self.resources.push(resource);
         self
     }

@@ -258,7 +258,7 @@ pub fn parse_decimal(text: &str, scale: u32) -> Option<i128> {
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.strip_prefix("0x").unwrap_or(s);
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
