@@ -14,7 +14,7 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 cache=${BENCH_CACHE:-$HOME/.cache/highwater-bench}
 mkdir -p "$cache"
 
-cargo build --release -p highwater-cli --manifest-path "$repo/Cargo.toml" >&2
+cargo build --release --workspace --all-targets --manifest-path "$repo/Cargo.toml" >&2
 bin="$target/release/highwater"
 
 data="$cache/events-$N.jsonl"

@@ -186,6 +186,43 @@ pub(crate) fn extract(
                     }
                     Vec::new()
                 }
+                Item::RawJson { bytes, file, line } => {
+                    let passthrough = incremental.is_none()
+                        && !matches!(hints.table_name, Some(TableName::Dynamic(_)));
+                    if !passthrough {
+                        let value =
+                            serde_json::from_slice(&bytes).map_err(|e| Error::InvalidJson {
+                                location: format!("{file}:{line}"),
+                                message: e.to_string(),
+                            })?;
+                        vec![(value, Some((file, line)))]
+                    } else {
+                        // Nothing to look at inside: the text goes to the package as it is and is
+                        // parsed (and checked) once, by normalize.
+                        items += 1;
+                        let raw_table = match &hints.table_name {
+                            Some(TableName::Static(name)) => name.clone(),
+                            _ => resource.name.clone(),
+                        };
+                        if !outs.contains_key(&raw_table) {
+                            let out = new_jsonl_table(&dir, &mut tables, &raw_table, &spec_base)?;
+                            if disposition == WriteDisposition::Replace {
+                                let normalized = (ctx.normalize_table)(&raw_table);
+                                if !truncate_tables.contains(&normalized) {
+                                    truncate_tables.push(normalized);
+                                }
+                            }
+                            outs.insert(raw_table.clone(), out);
+                        }
+                        let idx = source_index_of(&mut sources, &mut source_index, &file);
+                        if let Some(out) = outs.get_mut(&raw_table) {
+                            out.writer.write_raw(&bytes, Some((idx, line)))?;
+                            tables[out.index].items += 1;
+                        }
+                        kept += 1;
+                        Vec::new()
+                    }
+                }
                 Item::Json(value) => vec![(value, None)],
                 Item::Page(values) => values.into_iter().map(|v| (v, None)).collect(),
                 Item::Located { value, file, line } => vec![(value, Some((file, line)))],
@@ -213,37 +250,25 @@ pub(crate) fn extract(
                         other => other,
                     })?,
                 };
-                let out = match outs.get_mut(&raw_table) {
-                    Some(out) => out,
-                    None => {
-                        let index = tables.len();
-                        let file = format!("{index}.jsonl");
-                        tables.push(ExtractedTable {
-                            raw_name: raw_table.clone(),
-                            file: file.clone(),
-                            format: ItemsFormat::Jsonl,
-                            items: 0,
-                            spec: spec_base.clone(),
-                        });
-                        if disposition == WriteDisposition::Replace {
-                            let normalized = (ctx.normalize_table)(&raw_table);
-                            if !truncate_tables.contains(&normalized) {
-                                truncate_tables.push(normalized);
-                            }
+                if !outs.contains_key(&raw_table) {
+                    let out = new_jsonl_table(&dir, &mut tables, &raw_table, &spec_base)?;
+                    if disposition == WriteDisposition::Replace {
+                        let normalized = (ctx.normalize_table)(&raw_table);
+                        if !truncate_tables.contains(&normalized) {
+                            truncate_tables.push(normalized);
                         }
-                        let writer = ItemsWriter::create(&dir.join("items").join(&file))?;
-                        outs.entry(raw_table.clone())
-                            .or_insert(TableOut { writer, index })
                     }
-                };
+                    outs.insert(raw_table.clone(), out);
+                }
                 let loc = location.map(|(file, line)| {
-                    let next = sources.len();
-                    let idx = *source_index.entry(file.clone()).or_insert_with(|| {
-                        sources.push(file.to_string());
-                        next
-                    });
-                    (idx, line)
+                    (
+                        source_index_of(&mut sources, &mut source_index, &file),
+                        line,
+                    )
                 });
+                let Some(out) = outs.get_mut(&raw_table) else {
+                    continue;
+                };
                 out.writer.write(&value, loc)?;
                 tables[out.index].items += 1;
                 kept += 1;
@@ -314,6 +339,40 @@ pub(crate) fn extract(
         manifest,
         items: total_items,
     })
+}
+
+/// Starts the items file of a new JSON table.
+fn new_jsonl_table(
+    dir: &std::path::Path,
+    tables: &mut Vec<ExtractedTable>,
+    raw_table: &str,
+    spec: &TableSpec,
+) -> Result<TableOut> {
+    let index = tables.len();
+    let file = format!("{index}.jsonl");
+    tables.push(ExtractedTable {
+        raw_name: raw_table.to_string(),
+        file: file.clone(),
+        format: ItemsFormat::Jsonl,
+        items: 0,
+        spec: spec.clone(),
+    });
+    let writer = ItemsWriter::create(&dir.join("items").join(&file))?;
+    Ok(TableOut { writer, index })
+}
+
+/// The index of `file` in the manifest's list of input files (added when new).
+fn source_index_of(
+    sources: &mut Vec<String>,
+    index: &mut HashMap<Arc<str>, usize>,
+    file: &Arc<str>,
+) -> usize {
+    if let Some(&i) = index.get(file) {
+        return i;
+    }
+    sources.push(file.to_string());
+    index.insert(file.clone(), sources.len() - 1);
+    sources.len() - 1
 }
 
 /// The source state without its `resources` section (which resources see separately).

@@ -391,6 +391,23 @@ impl ItemsWriter {
         Ok(())
     }
 
+    /// Writes the text of one JSON value as it came (its trailing line break removed).
+    pub fn write_raw(&mut self, json: &[u8], location: Option<(usize, u64)>) -> Result<()> {
+        let mut end = json.len();
+        while end > 0 && matches!(json[end - 1], b'\n' | b'\r') {
+            end -= 1;
+        }
+        let io = |e| Error::io("writing", &self.path, e);
+        if let Some((source, line)) = location {
+            write!(self.writer, "{source}:{line}").map_err(io)?;
+        }
+        self.writer.write_all(b"\t").map_err(io)?;
+        self.writer.write_all(&json[..end]).map_err(io)?;
+        self.writer.write_all(b"\n").map_err(io)?;
+        self.items += 1;
+        Ok(())
+    }
+
     /// Flushes and syncs the file.
     pub fn finish(self) -> Result<()> {
         let path = self.path.clone();
@@ -461,24 +478,27 @@ pub fn read_items(
                 what: path.display().to_string(),
                 detail: "items line without a tab".into(),
             })?;
-        let location = match std::str::from_utf8(&line[..tab])
+        let place = std::str::from_utf8(&line[..tab])
             .ok()
             .and_then(|s| s.split_once(':'))
-        {
-            Some((source, line_no)) => {
-                let source = source.parse::<usize>().ok().and_then(|i| sources.get(i));
-                match source {
-                    Some(source) => format!("{source}:{line_no}: "),
-                    None => String::new(),
-                }
-            }
-            None => String::new(),
-        };
-        let value = serde_json::from_slice(&line[tab + 1..]).map_err(|e| Error::Corrupt {
-            what: path.display().to_string(),
-            detail: e.to_string(),
+            .and_then(|(source, line_no)| {
+                Some(format!(
+                    "{}:{line_no}",
+                    sources.get(source.parse::<usize>().ok()?)?
+                ))
+            });
+        let value = serde_json::from_slice(&line[tab + 1..]).map_err(|e| match &place {
+            // Items passed through unparsed are checked here, with their place in the input.
+            Some(place) => Error::InvalidJson {
+                location: place.clone(),
+                message: e.to_string(),
+            },
+            None => Error::Corrupt {
+                what: path.display().to_string(),
+                detail: e.to_string(),
+            },
         })?;
-        Ok((location, value))
+        Ok((place.map(|p| format!("{p}: ")).unwrap_or_default(), value))
     }))
 }
 

@@ -18,6 +18,16 @@ pub enum Item {
     Page(Vec<Value>),
     /// A batch of rows in Arrow's columnar form; loaded without a detour through JSON.
     Arrow(arrow::record_batch::RecordBatch),
+    /// The text of one JSON value, not parsed yet, with its place (`PATH:LINE`). Extract passes
+    /// it through untouched unless it must look inside (incremental, table-name dispatch).
+    RawJson {
+        /// The JSON text (one line of a JSON Lines file).
+        bytes: Vec<u8>,
+        /// The file it was read from.
+        file: Arc<str>,
+        /// The 1-based line in that file.
+        line: u64,
+    },
     /// A JSON value with the place it came from, for error messages (`PATH:LINE`).
     Located {
         /// The value.

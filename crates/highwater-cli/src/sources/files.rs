@@ -112,20 +112,12 @@ impl Iterator for JsonLines {
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            return Some(match serde_json::from_slice::<Value>(&self.buf) {
-                Ok(value) => Ok(Item::Located {
-                    value,
-                    file: self.path.clone(),
-                    line: self.line,
-                }),
-                Err(e) => {
-                    self.failed = true;
-                    Err(Error::InvalidJson {
-                        location: format!("{}:{}", self.path, self.line),
-                        message: e.to_string(),
-                    })
-                }
-            });
+            // Parsed later, only where needed (extract passes lines through when it can).
+            return Some(Ok(Item::RawJson {
+                bytes: self.buf.clone(),
+                file: self.path.clone(),
+                line: self.line,
+            }));
         }
     }
 }
@@ -216,6 +208,13 @@ mod tests {
         for item in resource.items()? {
             match item? {
                 Item::Located { value, file, line } => out.push((value, format!("{file}:{line}"))),
+                Item::RawJson { bytes, file, line } => {
+                    let value = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidJson {
+                        location: format!("{file}:{line}"),
+                        message: e.to_string(),
+                    })?;
+                    out.push((value, format!("{file}:{line}")));
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }

@@ -53,6 +53,17 @@ fn looks_like_timestamp(s: &str) -> bool {
     s.len() >= 13 && s.as_bytes()[0].is_ascii_digit() && parse_timestamp(s).is_some()
 }
 
+/// [`coerce`] for the common case of a value already of the column's type, without copying
+/// more than the builder needs; anything else goes through [`coerce`].
+pub fn coerce_owned_ok(value: &Value, target: DataType) -> Option<Cell> {
+    match (target, value) {
+        (DataType::Bigint, Value::Number(n)) if n.is_i64() => n.as_i64().map(Cell::Bigint),
+        (DataType::Bool, Value::Bool(b)) => Some(Cell::Bool(*b)),
+        (DataType::Double, Value::Number(n)) => n.as_f64().map(Cell::Double),
+        _ => coerce(value, target),
+    }
+}
+
 /// Converts `value` to `target`, or `None` when dlt's coercion table has no rule that works.
 pub fn coerce(value: &Value, target: DataType) -> Option<Cell> {
     match target {

@@ -10,6 +10,7 @@ pub mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
@@ -54,14 +55,16 @@ pub struct Normalizer<'a> {
     naming: Naming,
     load_id: String,
     dir: PathBuf,
-    writers: IndexMap<String, TableWriter>,
-    roots: HashMap<String, RootSettings>,
+    writers: IndexMap<String, TableWriter, foldhash::fast::RandomState>,
+    roots: HashMap<String, Arc<RootSettings>>,
     specs: HashMap<String, TableSpec>,
-    key_cache: HashMap<String, String>,
+    /// Column names by (prefix, raw key): each key is normalized once per package.
+    names: foldhash::HashMap<Arc<str>, foldhash::HashMap<String, Arc<str>>>,
+    root_prefix: Arc<str>,
 }
 
 /// A row being assembled: column name and raw value, in emission order.
-type RowValues = Vec<(String, Value)>;
+type RowValues = Vec<(Arc<str>, Value)>;
 
 impl<'a> Normalizer<'a> {
     /// A normalizer that evolves `schema` and writes files into `dir`.
@@ -71,10 +74,11 @@ impl<'a> Normalizer<'a> {
             naming,
             load_id: load_id.to_string(),
             dir: dir.to_path_buf(),
-            writers: IndexMap::new(),
+            writers: IndexMap::default(),
             roots: HashMap::new(),
             specs: HashMap::new(),
-            key_cache: HashMap::new(),
+            names: foldhash::HashMap::default(),
+            root_prefix: Arc::from(""),
         }
     }
 
@@ -139,7 +143,7 @@ impl<'a> Normalizer<'a> {
             },
             primary_key,
         };
-        self.roots.insert(name.clone(), settings);
+        self.roots.insert(name.clone(), Arc::new(settings));
         self.specs.insert(name.clone(), spec.clone());
         Ok(name)
     }
@@ -178,8 +182,11 @@ impl<'a> Normalizer<'a> {
                 })?,
             },
         };
-        values.push(("_dlt_load_id".into(), Value::String(self.load_id.clone())));
-        values.push(("_dlt_id".into(), Value::String(row_id.clone())));
+        values.push((
+            Arc::from("_dlt_load_id"),
+            Value::String(self.load_id.clone()),
+        ));
+        values.push((Arc::from("_dlt_id"), Value::String(row_id.clone())));
         self.write_row(root, None, values, location)?;
         let root_id = settings.propagate_root_key.then_some(row_id.as_str());
         for (child, list) in lists {
@@ -224,7 +231,7 @@ impl<'a> Normalizer<'a> {
             let (mut values, lists) = self.flatten(table, object, lvl);
             let row_id = match take_user_row_id(&mut values) {
                 Some(id) => {
-                    values.push(("_dlt_id".into(), Value::String(id.clone())));
+                    values.push((Arc::from("_dlt_id"), Value::String(id.clone())));
                     id
                 }
                 None => {
@@ -259,17 +266,14 @@ impl<'a> Normalizer<'a> {
     ) -> (RowValues, Vec<(String, Vec<Value>)>) {
         let mut values = Vec::with_capacity(object.len() + 5);
         let mut lists = Vec::new();
-        let mut stack: Vec<(Map<String, Value>, Option<String>, i64)> = vec![(object, None, lvl)];
-        while let Some((object, path, lvl)) = stack.pop() {
+        let mut stack: Vec<(Map<String, Value>, Arc<str>, i64)> =
+            vec![(object, self.root_prefix.clone(), lvl)];
+        while let Some((object, prefix, lvl)) = stack.pop() {
             for (key, value) in object {
-                let norm_key = self.normalize_key(&key);
-                let name = match &path {
-                    None => norm_key,
-                    Some(prefix) => self.naming.shorten_fragments(&[prefix, &norm_key]),
-                };
+                let name = self.column_name(&prefix, &key);
                 match value {
                     Value::Object(child) if !self.is_json_column(table, &name, lvl) => {
-                        stack.push((child, Some(name), lvl - 1));
+                        stack.push((child, name, lvl - 1));
                     }
                     Value::Array(list) if !self.is_json_column(table, &name, lvl) => {
                         lists.push((self.naming.shorten_fragments(&[table, &name]), list));
@@ -281,30 +285,45 @@ impl<'a> Normalizer<'a> {
         (values, lists)
     }
 
-    fn normalize_key(&mut self, key: &str) -> String {
-        if let Some(cached) = self.key_cache.get(key) {
-            return cached.clone();
+    /// The full column name of `key` inside the object at `prefix` ("" at the top).
+    fn column_name(&mut self, prefix: &Arc<str>, key: &str) -> Arc<str> {
+        if let Some(name) = self.names.get(prefix).and_then(|m| m.get(key)) {
+            return name.clone();
         }
-        let normalized = if key.trim().is_empty() {
+        let norm_key = self.normalize_key(key);
+        let name: Arc<str> = if prefix.is_empty() {
+            Arc::from(norm_key)
+        } else {
+            Arc::from(self.naming.shorten_fragments(&[prefix, &norm_key]))
+        };
+        let per_prefix = self.names.entry(prefix.clone()).or_default();
+        if per_prefix.len() < 10_000 {
+            per_prefix.insert(key.to_string(), name.clone());
+        }
+        name
+    }
+
+    fn normalize_key(&self, key: &str) -> String {
+        if key.trim().is_empty() {
             EMPTY_KEY.to_string()
         } else {
             self.naming.normalize_path(key)
-        };
-        if self.key_cache.len() < 100_000 {
-            self.key_cache.insert(key.to_string(), normalized.clone());
         }
-        normalized
     }
 
     /// dlt's `is_nested_type`: too deep, or the column is already JSON.
     fn is_json_column(&self, table: &str, column: &str, lvl: i64) -> bool {
-        lvl <= 0
-            || self
-                .schema
-                .tables
-                .get(table)
-                .and_then(|t| t.columns.get(column))
-                .is_some_and(|c| c.data_type == DataType::Json)
+        if lvl <= 0 {
+            return true;
+        }
+        if let Some((_, data_type, _)) = self.writers.get(table).and_then(|w| w.lookup(column)) {
+            return data_type == DataType::Json;
+        }
+        self.schema
+            .tables
+            .get(table)
+            .and_then(|t| t.columns.get(column))
+            .is_some_and(|c| c.data_type == DataType::Json)
     }
 
     fn write_row(
@@ -314,6 +333,53 @@ impl<'a> Normalizer<'a> {
         values: RowValues,
         location: &str,
     ) -> Result<()> {
+        if !self.writers.contains_key(table) {
+            self.open_writer(table, parent);
+        }
+        // Fast path: columns this package already wrote, values of their type; the rest (new
+        // columns, coercions, variants) after, in order.
+        let mut slow: Vec<(Arc<str>, Value)> = Vec::new();
+        if let Some(writer) = self.writers.get_mut(table) {
+            for (column, value) in values {
+                if value.is_null() {
+                    continue;
+                }
+                if !slow.is_empty() {
+                    slow.push((column, value));
+                    continue;
+                }
+                match writer.lookup(&column) {
+                    Some((index, DataType::Text, _)) if value.is_string() => {
+                        writer.set_str(index, value.as_str().unwrap_or_default());
+                    }
+                    Some((index, data_type, _)) => match coerce::coerce_owned_ok(&value, data_type)
+                    {
+                        Some(cell) => writer.set(index, cell),
+                        None => slow.push((column, value)),
+                    },
+                    None => slow.push((column, value)),
+                }
+            }
+        }
+        for (column, value) in slow {
+            self.write_value(table, &column, value, false, location)?;
+        }
+        if let Some(writer) = self.writers.get_mut(table) {
+            if let Some(missing) = writer.missing_not_null() {
+                return Err(Error::NullInNotNull {
+                    location: location.to_string(),
+                    table: table.to_string(),
+                    column: missing.to_string(),
+                });
+            }
+            writer.end_row();
+        }
+        Ok(())
+    }
+
+    /// Starts writing `table` in this package (creating it in the schema when new); its NOT NULL
+    /// columns are registered up front so every row is checked against them.
+    fn open_writer(&mut self, table: &str, parent: Option<&str>) {
         if !self.schema.tables.contains_key(table) {
             let mut new_table = Table::new(table);
             new_table.parent = parent.map(str::to_string);
@@ -322,21 +388,13 @@ impl<'a> Normalizer<'a> {
             }
             self.schema.tables.insert(table.to_string(), new_table);
         }
-        if !self.writers.contains_key(table) {
-            self.writers
-                .insert(table.to_string(), TableWriter::new(table, &self.dir));
-        }
-        for (column, value) in values {
-            if value.is_null() {
-                continue;
+        let mut writer = TableWriter::new(table, &self.dir);
+        if let Some(t) = self.schema.tables.get(table) {
+            for column in t.columns.values().filter(|c| !c.nullable) {
+                writer.column_index(&column.name, column.data_type, column.hinted, true);
             }
-            self.write_value(table, &column, value, false, location)?;
         }
-        self.check_not_null(table, location)?;
-        if let Some(writer) = self.writers.get_mut(table) {
-            writer.end_row();
-        }
-        Ok(())
+        self.writers.insert(table.to_string(), writer);
     }
 
     fn write_value(
@@ -352,10 +410,10 @@ impl<'a> Normalizer<'a> {
             .tables
             .get(table)
             .and_then(|t| t.columns.get(column))
-            .map(|c| (c.data_type, c.hinted));
-        let (data_type, cell) = match existing {
-            Some((data_type, hinted)) => match coerce(&value, data_type) {
-                Some(cell) => (data_type, cell),
+            .map(|c| (c.data_type, c.hinted, c.nullable));
+        let (data_type, cell, hinted, nullable) = match existing {
+            Some((data_type, hinted, nullable)) => match coerce(&value, data_type) {
+                Some(cell) => (data_type, cell, hinted, nullable),
                 None if hinted || is_variant || beyond_64_bits(&value, data_type) => {
                     return Err(Error::CannotCoerce {
                         location: location.to_string(),
@@ -382,25 +440,32 @@ impl<'a> Normalizer<'a> {
                     data_type: data_type.name(),
                     value: preview(&value),
                 })?;
-                self.add_column(table, column, data_type, is_variant);
-                (data_type, cell)
+                let nullable = self.add_column(table, column, data_type, is_variant);
+                (data_type, cell, false, nullable)
             }
         };
         let writer = self
             .writers
             .get_mut(table)
             .ok_or_else(|| Error::Config(format!("no writer for table {table}")))?;
-        let index = writer.column_index(column, data_type);
+        let index = writer.column_index(column, data_type, hinted, !nullable);
         writer.set(index, cell);
         Ok(())
     }
 
-    fn add_column(&mut self, table: &str, column: &str, data_type: DataType, variant: bool) {
+    /// Adds a column to the schema with the hints that apply to it; returns whether it is nullable.
+    fn add_column(
+        &mut self,
+        table: &str,
+        column: &str,
+        data_type: DataType,
+        variant: bool,
+    ) -> bool {
         let root = self.schema.root_of(table).to_string();
         let spec = self.specs.get(&root).cloned();
         let naming = self.naming;
         let Some(t) = self.schema.tables.get_mut(table) else {
-            return;
+            return true;
         };
         let mut col = Column::new(column, data_type);
         col.variant = variant;
@@ -431,27 +496,9 @@ impl<'a> Normalizer<'a> {
                 apply_hints(&mut col, spec, &settings.primary_key, &merge_key, &naming);
             }
         }
+        let nullable = col.nullable;
         t.columns.insert(column.to_string(), col);
-    }
-
-    fn check_not_null(&self, table: &str, location: &str) -> Result<()> {
-        let (Some(t), Some(writer)) = (self.schema.tables.get(table), self.writers.get(table))
-        else {
-            return Ok(());
-        };
-        for column in t.columns.values().filter(|c| !c.nullable) {
-            let set = writer
-                .index_of(&column.name)
-                .is_some_and(|i| writer.is_set(i));
-            if !set {
-                return Err(Error::NullInNotNull {
-                    location: location.to_string(),
-                    table: table.to_string(),
-                    column: column.name.clone(),
-                });
-            }
-        }
-        Ok(())
+        nullable
     }
 
     fn flush_full(&mut self) -> Result<()> {
@@ -527,7 +574,7 @@ fn beyond_64_bits(value: &Value, column_type: DataType) -> bool {
 fn take_user_row_id(values: &mut RowValues) -> Option<String> {
     let pos = values
         .iter()
-        .position(|(k, v)| k == "_dlt_id" && is_truthy(v))?;
+        .position(|(k, v)| &**k == "_dlt_id" && is_truthy(v))?;
     let (_, value) = values.remove(pos);
     Some(match value {
         Value::String(s) => s,
@@ -554,7 +601,7 @@ fn key_hash(values: &RowValues, primary_key: &[String]) -> Option<String> {
     for key in keys {
         let value = values
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| **k == **key)
             .map(|(_, v)| v.clone())?;
         map.insert(key.clone(), value);
     }

@@ -17,6 +17,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use super::coerce::{Cell, DECIMAL_SCALE};
+use super::CHUNK_ROWS;
 use crate::error::{Error, Result};
 use crate::schema::DataType;
 
@@ -150,8 +151,10 @@ struct OpenFile {
 pub struct TableWriter {
     table: String,
     names: Vec<String>,
-    index: std::collections::HashMap<String, usize>,
+    index: foldhash::HashMap<String, usize>,
     types: Vec<DataType>,
+    hinted: Vec<bool>,
+    not_null: Vec<usize>,
     builders: Vec<Builder>,
     rows: usize,
     open: Option<OpenFile>,
@@ -166,8 +169,10 @@ impl TableWriter {
         TableWriter {
             table: table.to_string(),
             names: Vec::new(),
-            index: std::collections::HashMap::new(),
+            index: foldhash::HashMap::default(),
             types: Vec::new(),
+            hinted: Vec::new(),
+            not_null: Vec::new(),
             builders: Vec::new(),
             rows: 0,
             open: None,
@@ -182,8 +187,28 @@ impl TableWriter {
         self.rows
     }
 
+    /// Index, type and whether the type was declared, of a column this writer has.
+    pub fn lookup(&self, column: &str) -> Option<(usize, DataType, bool)> {
+        let &i = self.index.get(column)?;
+        Some((i, self.types[i], self.hinted[i]))
+    }
+
+    /// The first NOT NULL column without a value in the current row.
+    pub fn missing_not_null(&self) -> Option<&str> {
+        self.not_null
+            .iter()
+            .find(|&&i| self.builders[i].len() <= self.rows)
+            .map(|&i| self.names[i].as_str())
+    }
+
     /// Index of `column`, adding it (null for the rows buffered so far) when new.
-    pub fn column_index(&mut self, column: &str, data_type: DataType) -> usize {
+    pub fn column_index(
+        &mut self,
+        column: &str,
+        data_type: DataType,
+        hinted: bool,
+        not_null: bool,
+    ) -> usize {
         if let Some(&i) = self.index.get(column) {
             return i;
         }
@@ -194,8 +219,13 @@ impl TableWriter {
         self.names.push(column.to_string());
         self.index.insert(column.to_string(), self.names.len() - 1);
         self.types.push(data_type);
+        self.hinted.push(hinted);
         self.builders.push(builder);
-        self.names.len() - 1
+        let i = self.names.len() - 1;
+        if not_null {
+            self.not_null.push(i);
+        }
+        i
     }
 
     /// Index of `column` if the writer has it.
@@ -211,6 +241,16 @@ impl TableWriter {
             return;
         }
         builder.append(cell);
+    }
+
+    /// Sets a text cell of the current row without an intermediate copy.
+    pub fn set_str(&mut self, index: usize, text: &str) {
+        let rows = self.rows;
+        if let Builder::Text(b) = &mut self.builders[index] {
+            if b.len() <= rows {
+                b.append_value(text);
+            }
+        }
     }
 
     /// Whether the current row already has a value for column `index`.
@@ -302,6 +342,8 @@ impl TableWriter {
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_dictionary_enabled(false)
+            // One row group per chunk, so DuckDB reads a file with all its threads.
+            .set_max_row_group_row_count(Some(CHUNK_ROWS))
             .build();
         let writer = ArrowWriter::try_new(file, arrow_schema.clone(), Some(props))
             .map_err(|e| columnar_error(&path, e))?;
