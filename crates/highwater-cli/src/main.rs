@@ -9,7 +9,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use highwater::{DestinationConfig, Hints, Interval, Pipeline, RunOptions, WriteDisposition};
+use highwater::{
+    DestinationConfig, Hints, Interval, Pipeline, Refresh, RunOptions, WriteDisposition,
+};
 use serde_json::json;
 
 use config::LoadedConfig;
@@ -36,6 +38,14 @@ enum DispositionArg {
     Merge,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum RefreshArg {
+    DropSources,
+    DropResources,
+    DropData,
+}
+
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// The pipeline file.
@@ -43,6 +53,9 @@ struct RunArgs {
     /// Run only these resources (repeatable).
     #[arg(long = "resource", value_name = "NAME")]
     resources: Vec<String>,
+    /// Drop tables and reset state before the run: drop_sources, drop_resources or drop_data.
+    #[arg(long, value_enum)]
+    refresh: Option<RefreshArg>,
     /// Override every resource's write disposition; `replace` is a full refresh.
     #[arg(long, value_enum)]
     write_disposition: Option<DispositionArg>,
@@ -126,6 +139,11 @@ fn run(args: RunArgs) -> Result<()> {
             ..Hints::default()
         },
         resources: args.resources.clone(),
+        refresh: args.refresh.map(|r| match r {
+            RefreshArg::DropSources => Refresh::DropSources,
+            RefreshArg::DropResources => Refresh::DropResources,
+            RefreshArg::DropData => Refresh::DropData,
+        }),
         interval: match (&args.interval_start, &args.interval_end) {
             (Some(start), Some(end)) => Some(Interval::parse(start, end)?),
             _ => None,

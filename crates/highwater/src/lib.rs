@@ -44,7 +44,7 @@ pub use error::{Error, Result};
 pub use incremental::{
     Bound, Incremental, IncrementalView, Interval, LastValueFunc, OnCursorMissing, RowOrder,
 };
-pub use pipeline::{LoadInfo, Pipeline, PipelineBuilder, ProgressEvent, RunOptions};
+pub use pipeline::{LoadInfo, Pipeline, PipelineBuilder, ProgressEvent, Refresh, RunOptions};
 pub use resource::{
     ColumnHint, Hints, Item, ItemIter, Resource, ResourceContext, Source, TableName,
 };

@@ -95,7 +95,7 @@ pub struct Manifest {
     /// Root tables (normalized names) to empty before loading: replace and refresh.
     #[serde(default)]
     pub truncate_tables: Vec<String>,
-    /// Tables (normalized names, with their children) to drop before loading (refresh).
+    /// Tables (normalized names, child tables listed too) to drop before loading (refresh).
     #[serde(default)]
     pub drop_tables: Vec<String>,
     /// The state document to commit with this load, when the run changed it.

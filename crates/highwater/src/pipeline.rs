@@ -60,6 +60,29 @@ pub struct LoadInfo {
     pub tables: IndexMap<String, u64>,
 }
 
+/// What a refresh wipes before the run extracts (dlt's `refresh` modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// Drop every table of the pipeline's schema and wipe the whole source state.
+    DropSources,
+    /// Drop the tables of the selected resources and reset their state.
+    DropResources,
+    /// Empty the tables of the selected resources and reset their state.
+    DropData,
+}
+
+impl Refresh {
+    /// Parses `drop_sources`, `drop_resources` or `drop_data`.
+    pub fn parse(name: &str) -> Option<Refresh> {
+        match name {
+            "drop_sources" => Some(Refresh::DropSources),
+            "drop_resources" => Some(Refresh::DropResources),
+            "drop_data" => Some(Refresh::DropData),
+            _ => None,
+        }
+    }
+}
+
 /// Options of one run that override the resources' own settings.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -68,6 +91,8 @@ pub struct RunOptions {
     pub hints: Hints,
     /// Resource names to run; all when empty.
     pub resources: Vec<String>,
+    /// Wipe tables and state before extracting.
+    pub refresh: Option<Refresh>,
     /// An external scheduler's interval for incrementals that allow it; when `None`, taken from
     /// the environment (`HIGHWATER_INTERVAL_START/END`, `DLT_INTERVAL_START/END`).
     pub interval: Option<Interval>,
@@ -292,6 +317,11 @@ impl Pipeline {
             self.restore_schema_only()?;
         }
 
+        let refreshed = match options.refresh {
+            Some(refresh) => self.apply_refresh(refresh, &source, &mut run_state)?,
+            None => RefreshPlan::default(),
+        };
+
         let mut package = store.create()?;
         (self.progress)(ProgressEvent::Stage {
             stage: "extract",
@@ -322,12 +352,20 @@ impl Pipeline {
             }
         };
         let mut manifest = extracted.manifest;
+        manifest.drop_tables = refreshed.drop_tables;
+        for table in refreshed.truncate_tables {
+            if !manifest.truncate_tables.contains(&table) {
+                manifest.truncate_tables.push(table);
+            }
+        }
         let state_changed = !stateless && state::prepare_commit(&mut run_state);
         if !stateless {
             manifest.stateful = true;
             manifest.state = Some(run_state.clone());
         }
-        let has_work = extracted.items > 0 || !manifest.truncate_tables.is_empty();
+        let has_work = extracted.items > 0
+            || !manifest.truncate_tables.is_empty()
+            || !manifest.drop_tables.is_empty();
         if !has_work && !state_changed {
             // Nothing new: no load, as dlt.
             let _ = std::fs::remove_dir_all(package.dir());
@@ -354,6 +392,60 @@ impl Pipeline {
         self.finish_package(&mut package, &mut info)?;
         package.release();
         Ok(info)
+    }
+
+    /// Resets state and plans the drops of a refresh; dropped tables leave the local schema so
+    /// they are created afresh.
+    fn apply_refresh(
+        &self,
+        refresh: Refresh,
+        source: &Source,
+        run_state: &mut Value,
+    ) -> Result<RefreshPlan> {
+        let mut schema = self
+            .local_schema()?
+            .unwrap_or_else(|| Schema::new(&self.name));
+        let selected: Vec<&str> = source.resources.iter().map(|r| r.name.as_str()).collect();
+        let roots: Vec<String> = schema
+            .tables
+            .values()
+            .filter(|t| t.parent.is_none())
+            .filter(|t| {
+                refresh == Refresh::DropSources
+                    || t.resource.as_deref().is_some_and(|r| selected.contains(&r))
+            })
+            .map(|t| t.name.clone())
+            .collect();
+        match refresh {
+            Refresh::DropSources => {
+                *state::source_state(run_state, &source.name) = Value::Object(Default::default());
+            }
+            Refresh::DropResources | Refresh::DropData => {
+                if let Some(Value::Object(resources)) =
+                    state::source_state(run_state, &source.name).get_mut("resources")
+                {
+                    for name in &selected {
+                        resources.remove(*name);
+                    }
+                }
+            }
+        }
+        let mut plan = RefreshPlan::default();
+        if refresh == Refresh::DropData {
+            plan.truncate_tables = roots;
+            return Ok(plan);
+        }
+        for root in &roots {
+            plan.drop_tables.push(root.clone());
+            plan.drop_tables
+                .extend(schema.descendants(root).into_iter().map(|t| t.name.clone()));
+        }
+        schema
+            .tables
+            .retain(|name, _| !plan.drop_tables.contains(name));
+        schema.bump_version();
+        write_json_atomic(&self.schema_path(), &schema)?;
+        Ok(plan)
     }
 
     /// Takes the pipeline lock, refusing when another state-writing run holds it.
@@ -543,6 +635,13 @@ impl Pipeline {
         });
         Ok(())
     }
+}
+
+/// Tables a refresh drops or empties.
+#[derive(Debug, Default)]
+struct RefreshPlan {
+    drop_tables: Vec<String>,
+    truncate_tables: Vec<String>,
 }
 
 impl From<Resource> for Source {

@@ -222,13 +222,11 @@ impl DuckDbDestination {
         self.ensure_system_tables()?;
 
         // Refresh: drop and truncate before anything is loaded.
-        for root in job.drop_tables {
-            for table in chain_names(schema, root).iter().rev() {
-                self.exec(
-                    &format!("DROP TABLE IF EXISTS {}", qualified(&ds, table)),
-                    "dropping table",
-                )?;
-            }
+        for table in job.drop_tables {
+            self.exec(
+                &format!("DROP TABLE IF EXISTS {}", qualified(&ds, table)),
+                "dropping table",
+            )?;
         }
 
         // Tables with rows in this load, root tables first.

@@ -42,7 +42,7 @@ pub struct LoadJob<'a> {
     pub files: &'a [TableFile],
     /// Root tables to empty first (replace, refresh), with their child tables.
     pub truncate_tables: &'a [String],
-    /// Root tables to drop first (refresh), with their child tables.
+    /// Tables to drop first (refresh), child tables included.
     pub drop_tables: &'a [String],
     /// The state row, when the run changed the state.
     pub state: Option<StateRow>,
