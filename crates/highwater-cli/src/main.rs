@@ -38,14 +38,6 @@ enum DispositionArg {
     Merge,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-#[value(rename_all = "snake_case")]
-enum RefreshArg {
-    DropSources,
-    DropResources,
-    DropData,
-}
-
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// The pipeline file.
@@ -54,8 +46,8 @@ struct RunArgs {
     #[arg(long = "resource", value_name = "NAME")]
     resources: Vec<String>,
     /// Drop tables and reset state before the run: drop_sources, drop_resources or drop_data.
-    #[arg(long, value_enum)]
-    refresh: Option<RefreshArg>,
+    #[arg(long, value_parser = ["drop_sources", "drop_resources", "drop_data"])]
+    refresh: Option<String>,
     /// Override every resource's write disposition; `replace` is a full refresh.
     #[arg(long, value_enum)]
     write_disposition: Option<DispositionArg>,
@@ -139,11 +131,7 @@ fn run(args: RunArgs) -> Result<()> {
             ..Hints::default()
         },
         resources: args.resources.clone(),
-        refresh: args.refresh.map(|r| match r {
-            RefreshArg::DropSources => Refresh::DropSources,
-            RefreshArg::DropResources => Refresh::DropResources,
-            RefreshArg::DropData => Refresh::DropData,
-        }),
+        refresh: args.refresh.as_deref().and_then(Refresh::parse),
         interval: match (&args.interval_start, &args.interval_end) {
             (Some(start), Some(end)) => Some(Interval::parse(start, end)?),
             _ => None,
