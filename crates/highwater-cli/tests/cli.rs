@@ -370,3 +370,160 @@ fn example_pipeline_runs() {
         stderr(&out)
     );
 }
+
+/// Adjacent half-open ranges run as separate processes of one pipeline at the same time load every
+/// row exactly once (stateless backfills take no pipeline lock; DuckDB loads wait for the file).
+#[test]
+fn parallel_backfills_load_every_row_once() {
+    let backfill = |start: i64, end: i64| {
+        PIPELINE.replace(
+            "initial_value = 0",
+            &format!("initial_value = {start}\nend_value = {end}"),
+        )
+    };
+    let p = Project::new(&backfill(0, 1));
+    p.write_data(
+        "a.jsonl",
+        &(0..6000).map(|i| event(i, i, "b")).collect::<Vec<_>>(),
+    );
+    for (name, start, end) in [
+        ("w1.toml", 0, 2000),
+        ("w2.toml", 2000, 4000),
+        ("w3.toml", 4000, 6000),
+    ] {
+        std::fs::write(p.path(name), backfill(start, end)).unwrap();
+    }
+    let children: Vec<_> = ["w1.toml", "w2.toml", "w3.toml"]
+        .iter()
+        .map(|file| {
+            highwater()
+                .current_dir(p.dir.path())
+                .args(["run", file, "--progress", "none", "--json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["tables"]["events"], 2000);
+    }
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 6000);
+    assert_eq!(
+        p.query_i64("SELECT count(DISTINCT id) FROM raw.events"),
+        6000
+    );
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw._dlt_loads"), 3);
+    assert!(
+        !p.path("work/state.json").exists(),
+        "backfills write no state"
+    );
+}
+
+/// `--interval-start/--interval-end` (or the environment, as Airflow passes its data interval)
+/// become the range of incrementals that allow external schedulers.
+#[test]
+fn scheduler_intervals_from_flags_and_environment() {
+    let pipeline = PIPELINE.replace(
+        "cursor_path = \"ts\"\ninitial_value = 0",
+        "cursor_path = \"at\"\ninitial_value = \"2020-01-01T00:00:00Z\"\nallow_external_schedulers = true",
+    );
+    let p = Project::new(&pipeline);
+    let lines: Vec<String> = (0..48)
+        .map(|h| {
+            format!(
+                r#"{{"id": {h}, "at": "2024-01-0{}T{:02}:00:00Z"}}"#,
+                1 + h / 24,
+                h % 24
+            )
+        })
+        .collect();
+    p.write_data("a.jsonl", &lines);
+    let out = p.run(
+        &[
+            "--json",
+            "--progress",
+            "none",
+            "--interval-start",
+            "2024-01-01T00:00:00Z",
+            "--interval-end",
+            "2024-01-01T12:00:00Z",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tables"]["events"], 12);
+    let out = highwater()
+        .current_dir(p.dir.path())
+        .args(["run", "pipeline.toml", "--json", "--progress", "none"])
+        .env("DLT_INTERVAL_START", "2024-01-02T00:00:00+00:00")
+        .env("DLT_INTERVAL_END", "2024-01-03T00:00:00+00:00")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tables"]["events"], 24);
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 36);
+    let bad = p.run(
+        &[
+            "--interval-start",
+            "yesterday",
+            "--interval-end",
+            "2024-01-01T00:00:00Z",
+        ],
+        None,
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("interval start \"yesterday\""),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn refresh_and_full_refresh_from_the_command() {
+    let p = Project::new(PIPELINE);
+    p.write_data(
+        "a.jsonl",
+        &(1..=4).map(|i| event(i, i, "a")).collect::<Vec<_>>(),
+    );
+    assert!(p.run(&["--progress", "none"], None).status.success());
+    let out = p.run(
+        &[
+            "--progress",
+            "none",
+            "--json",
+            "--write-disposition",
+            "replace",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["tables"]["events"], 4,
+        "full refresh: state reset, data replaced"
+    );
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 4);
+    let out = p.run(
+        &[
+            "--progress",
+            "none",
+            "--json",
+            "--refresh",
+            "drop_resources",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 4);
+    assert_eq!(
+        p.run(&["--refresh", "drop_everything"], None).status.code(),
+        Some(2)
+    );
+}

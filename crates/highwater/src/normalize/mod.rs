@@ -131,9 +131,17 @@ impl<'a> Normalizer<'a> {
         }
         let strategy = table.merge_strategy;
         let merge = spec.write_disposition == WriteDisposition::Merge;
+        let has_root_key_children = self
+            .schema
+            .descendants(&name)
+            .iter()
+            .any(|t| t.columns.contains_key("_dlt_root_id"));
         let settings = RootSettings {
             max_nesting: spec.max_table_nesting.unwrap_or(DEFAULT_MAX_NESTING),
-            propagate_root_key: spec.root_key || (merge && strategy != Some(MergeStrategy::Scd2)),
+            // As dlt: merged tables, `root_key`, or child tables that already carry the root key.
+            propagate_root_key: spec.root_key
+                || (merge && strategy != Some(MergeStrategy::Scd2))
+                || has_root_key_children,
             row_id: match strategy {
                 Some(MergeStrategy::Upsert) | Some(MergeStrategy::InsertOnly) if merge => {
                     RowIdKind::KeyHash
