@@ -189,6 +189,22 @@ pub(crate) fn extract(
                 Item::RawJson { bytes, file, line } => {
                     let passthrough = incremental.is_none()
                         && !matches!(hints.table_name, Some(TableName::Dynamic(_)));
+                    let plainly_out_of_range = incremental.as_ref().is_some_and(|run| {
+                        run.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .prefilter(&bytes)
+                    });
+                    if plainly_out_of_range {
+                        // Only the cursor was read: rows already loaded cost a scan.
+                        items += 1;
+                        let stop = incremental.as_ref().is_some_and(|run| {
+                            run.lock().unwrap_or_else(|p| p.into_inner()).should_stop()
+                        });
+                        if stop {
+                            break 'pull;
+                        }
+                        continue 'pull;
+                    }
                     if !passthrough {
                         let value =
                             serde_json::from_slice(&bytes).map_err(|e| Error::InvalidJson {

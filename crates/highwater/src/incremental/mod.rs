@@ -5,6 +5,7 @@
 mod arrow_filter;
 mod cursor;
 mod path;
+mod probe;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -603,6 +604,49 @@ impl IncrementalRun {
         }
         self.kept_rows += 1;
         Ok(Verdict::Keep)
+    }
+
+    /// Drops a row from the text of its cursor alone when it is plainly out of range (before
+    /// the start or past the end); rows in range or at a boundary go through [`Self::filter`].
+    /// Sets the out-of-range flags as [`Self::filter`] would for a dropped row.
+    pub(crate) fn prefilter(&mut self, json: &[u8]) -> bool {
+        use std::cmp::Ordering::*;
+        if matches!(self.config.last_value_func, LastValueFunc::Custom(_)) {
+            return false;
+        }
+        let Some(field) = self.config.cursor_path.single_field() else {
+            return false;
+        };
+        let Some(raw) = probe::probe_field(json, field).filter(|v| !v.is_null()) else {
+            return false;
+        };
+        let kind = match self.kind {
+            Some(kind) => kind,
+            None => match CursorKind::infer(&raw) {
+                Some(kind) if self.resolve(kind, "").is_ok() => kind,
+                _ => return false,
+            },
+        };
+        let Some(value) = CursorValue::parse(&raw, kind) else {
+            return false;
+        };
+        if let Some(end) = &self.end {
+            let order = self.better(&value, end);
+            if order == Greater || (order == Equal && self.config.range_end == Bound::Open) {
+                self.start_out_of_range = false;
+                self.end_out_of_range = true;
+                return true;
+            }
+        }
+        if let Some(start) = &self.start {
+            let order = self.better(&value, start);
+            if order == Less || (order == Equal && self.config.range_start == Bound::Open) {
+                self.start_out_of_range = true;
+                self.end_out_of_range = false;
+                return true;
+            }
+        }
+        false
     }
 
     /// The boundary hash of a row: its dedup key, or its whole content without a key.

@@ -1,0 +1,90 @@
+//! Reading only the cursor out of a JSON text: rows outside the range are dropped without
+//! building them, so rows already loaded cost a scan, not a parse into a value tree.
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
+
+/// The value of top-level `field` in the JSON object `json`; `None` when absent or not an object
+/// (or malformed: the full parse reports that).
+pub(crate) fn probe_field(json: &[u8], field: &str) -> Option<Value> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    ObjectProbe { field }.deserialize(&mut de).ok().flatten()
+}
+
+struct ObjectProbe<'f> {
+    field: &'f str,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectProbe<'_> {
+    type Value = Option<Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectProbe<'_> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(is_field) = map.next_key_seed(KeyIs { field: self.field })? {
+            if is_field && found.is_none() {
+                found = Some(map.next_value::<Value>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Compares a key with the field without allocating.
+struct KeyIs<'f> {
+    field: &'f str,
+}
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.field)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_only_the_field() {
+        let text =
+            br#"{"a": {"created_at": 1}, "created_at": "2024-01-01T00:00:00Z", "b": [1, 2]}"#;
+        assert_eq!(
+            probe_field(text, "created_at"),
+            Some(json!("2024-01-01T00:00:00Z"))
+        );
+        assert_eq!(probe_field(text, "missing"), None);
+        assert_eq!(probe_field(b"[1, 2]", "a"), None);
+        assert_eq!(probe_field(b"{\"a\": ", "a"), None);
+    }
+}
