@@ -23,6 +23,9 @@ use crate::state::decode_from_destination;
 /// `HIGHWATER_LOCK_TIMEOUT` (seconds) says otherwise.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// DuckDB's memory limit unless `HIGHWATER_DUCKDB_MEMORY_LIMIT` says otherwise.
+const DEFAULT_MEMORY_LIMIT: &str = "192MB";
+
 /// A DuckDB database file and the dataset (DuckDB schema) the pipeline loads into.
 pub struct DuckDbDestination {
     path: PathBuf,
@@ -104,6 +107,18 @@ impl DuckDbDestination {
             conn,
         };
         // Without the ICU extension (not bundled) DuckDB keeps TIMESTAMPTZ in UTC, as we want.
+        // A bounded memory limit keeps a large load within a few hundred MB: DuckDB writes the
+        // rows of a big transaction to the file (or spills) instead of holding them all.
+        let limit = std::env::var("HIGHWATER_DUCKDB_MEMORY_LIMIT").unwrap_or_else(|_| DEFAULT_MEMORY_LIMIT.into());
+        // SET takes no parameters: the setting is checked to be a plain size like "192MB".
+        if limit.is_empty() || !limit.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ') {
+            return Err(Error::Config(format!(
+                "HIGHWATER_DUCKDB_MEMORY_LIMIT={limit:?} is not a size such as \"512MB\""
+            )));
+        }
+        dest.conn
+            .execute_batch(&format!("SET memory_limit = '{limit}'"))
+            .map_err(|e| dest.err(format!("setting memory_limit to {limit:?}"), e))?;
         Ok(dest)
     }
 
