@@ -109,9 +109,14 @@ impl DuckDbDestination {
         // Without the ICU extension (not bundled) DuckDB keeps TIMESTAMPTZ in UTC, as we want.
         // A bounded memory limit keeps a large load within a few hundred MB: DuckDB writes the
         // rows of a big transaction to the file (or spills) instead of holding them all.
-        let limit = std::env::var("HIGHWATER_DUCKDB_MEMORY_LIMIT").unwrap_or_else(|_| DEFAULT_MEMORY_LIMIT.into());
+        let limit = std::env::var("HIGHWATER_DUCKDB_MEMORY_LIMIT")
+            .unwrap_or_else(|_| DEFAULT_MEMORY_LIMIT.into());
         // SET takes no parameters: the setting is checked to be a plain size like "192MB".
-        if limit.is_empty() || !limit.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ') {
+        if limit.is_empty()
+            || !limit
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ')
+        {
             return Err(Error::Config(format!(
                 "HIGHWATER_DUCKDB_MEMORY_LIMIT={limit:?} is not a size such as \"512MB\""
             )));

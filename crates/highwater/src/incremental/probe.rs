@@ -9,8 +9,60 @@ use serde_json::Value;
 /// The value of top-level `field` in the JSON object `json`; `None` when absent or not an object
 /// (or malformed: the full parse reports that).
 pub(crate) fn probe_field(json: &[u8], field: &str) -> Option<Value> {
+    if let Some(value) = scan_top_level(json, field.as_bytes()) {
+        return Some(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(json);
     ObjectProbe { field }.deserialize(&mut de).ok().flatten()
+}
+
+/// A byte scan for `"field":` at depth one, then a parse of just its value. Gives up (`None`,
+/// so the serde path decides) on anything unusual: escapes in keys, a missing field.
+fn scan_top_level(json: &[u8], field: &[u8]) -> Option<Value> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    let n = json.len();
+    while i < n {
+        match json[i] {
+            b'"' => {
+                let start = i + 1;
+                let mut j = start;
+                let mut escaped = false;
+                while j < n && json[j] != b'"' {
+                    if json[j] == b'\\' {
+                        escaped = true;
+                        j += 1;
+                    }
+                    j += 1;
+                }
+                if j >= n {
+                    return None;
+                }
+                if depth == 1 && !escaped && &json[start..j] == field {
+                    let mut k = j + 1;
+                    while k < n && json[k].is_ascii_whitespace() {
+                        k += 1;
+                    }
+                    if k < n && json[k] == b':' {
+                        let mut stream = serde_json::Deserializer::from_slice(&json[k + 1..])
+                            .into_iter::<Value>();
+                        return stream.next()?.ok();
+                    }
+                }
+                i = j + 1;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 struct ObjectProbe<'f> {
@@ -86,5 +138,7 @@ mod tests {
         assert_eq!(probe_field(text, "missing"), None);
         assert_eq!(probe_field(b"[1, 2]", "a"), None);
         assert_eq!(probe_field(b"{\"a\": ", "a"), None);
+        let tricky = br#"{"s": "x\"created_at\": 5", "created_at": 7}"#;
+        assert_eq!(probe_field(tricky, "created_at"), Some(json!(7)));
     }
 }
