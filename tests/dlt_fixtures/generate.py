@@ -6,7 +6,7 @@ through one dlt pipeline (fresh pipelines_dir + duckdb file in a temp dir) and w
 <name>/expected.json with the resulting dataset contents.
 
 usage: <venv>/bin/python tests/dlt_fixtures/generate.py [scenario_name ...]
-(venv made by /work/shared/bench/setup-dlt.sh)
+(venv made by ../shared/bench/setup-dlt.sh)
 """
 import base64
 import datetime
