@@ -71,6 +71,14 @@ pub(crate) fn extract(
             root_key: ctx.root_key,
         };
         if disposition == WriteDisposition::Merge
+            && hints.merge_strategy == Some(crate::schema::MergeStrategy::Scd2)
+        {
+            return Err(Error::Config(format!(
+                "resource {}: merge strategy scd2 is not supported yet; use delete-insert, upsert or insert-only",
+                resource.name
+            )));
+        }
+        if disposition == WriteDisposition::Merge
             && spec_base.primary_key.is_empty()
             && spec_base.merge_key.is_empty()
             && matches!(

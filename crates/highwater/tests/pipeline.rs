@@ -280,3 +280,61 @@ fn arrow_batches_load_and_filter_with_the_incremental() {
             .collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn upsert_and_insert_only_merge_strategies() {
+    use highwater::MergeStrategy;
+    for (strategy, expected_v) in [
+        (MergeStrategy::Upsert, "2"),
+        (MergeStrategy::InsertOnly, "1"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path(), "upsert");
+        let make = |v: i64, kids: Vec<i64>| {
+            Resource::from_items(
+                "t",
+                vec![
+                    json!({"id": 1, "v": v, "kids": kids}),
+                    json!({"id": v + 10, "v": v}),
+                ],
+            )
+            .write_disposition(WriteDisposition::Merge)
+            .merge_strategy(strategy)
+            .primary_key(["id"])
+        };
+        p.run(make(1, vec![1, 2, 3])).unwrap();
+        p.run(make(2, vec![4])).unwrap();
+        assert_eq!(
+            rows(
+                dir.path(),
+                "SELECT CAST(v AS VARCHAR) FROM data.t WHERE id = 1"
+            ),
+            vec![vec![json!(expected_v)]],
+            "{strategy:?}"
+        );
+        assert_eq!(
+            rows(dir.path(), "SELECT CAST(count(*) AS VARCHAR) FROM data.t"),
+            vec![vec![json!("3")]],
+            "{strategy:?}"
+        );
+        let kids = rows(
+            dir.path(),
+            "SELECT CAST(value AS VARCHAR) FROM data.t__kids ORDER BY value",
+        );
+        let expected: Vec<Vec<Value>> = match strategy {
+            MergeStrategy::Upsert => vec![vec![json!("4")]],
+            _ => vec![vec![json!("1")], vec![json!("2")], vec![json!("3")]],
+        };
+        assert_eq!(kids, expected, "{strategy:?}");
+    }
+}
+
+#[test]
+fn scd2_is_refused_until_it_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Resource::from_items("t", vec![json!({"id": 1})])
+        .write_disposition(WriteDisposition::Merge)
+        .merge_strategy(highwater::MergeStrategy::Scd2);
+    let err = pipeline(dir.path(), "scd2").run(r).unwrap_err().to_string();
+    assert!(err.contains("scd2"), "{err}");
+}
