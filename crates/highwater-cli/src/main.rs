@@ -1,5 +1,6 @@
 //! The `highwater` command: runs the pipelines declared in a pipeline file.
 
+mod commands;
 mod config;
 mod progress;
 mod sources;
@@ -29,6 +30,60 @@ struct Cli {
 enum Command {
     /// Run the pipeline: finish pending loads, then extract, normalize and load.
     Run(RunArgs),
+    /// Show the destination, dataset, tables with row counts, last loads and pending packages.
+    Info {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the state document (`state PIPELINE.toml`) or reset a resource's state
+    /// (`state reset PIPELINE.toml --resource NAME`).
+    #[command(args_conflicts_with_subcommands = true)]
+    State {
+        #[command(subcommand)]
+        action: Option<StateAction>,
+        /// The pipeline file.
+        pipeline: Option<PathBuf>,
+        /// Only this resource's state.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Print JSON (the state is always printed as JSON).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the stored schema.
+    Schema {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Output format.
+        #[arg(long, default_value = "yaml", value_parser = ["yaml", "json"])]
+        format: String,
+    },
+    /// Drop a resource's tables and state.
+    Drop {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The resource to drop.
+        #[arg(long)]
+        resource: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StateAction {
+    /// Reset a resource's state: its incremental starts again from initial_value.
+    Reset {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The resource whose state is reset.
+        #[arg(long)]
+        resource: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -90,6 +145,41 @@ fn init_logging() {
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Info { pipeline, json } => {
+            let config = load_config(&pipeline)?;
+            commands::info(&pipeline_from(&config)?, json)
+        }
+        Command::State {
+            action: Some(StateAction::Reset { pipeline, resource }),
+            ..
+        } => {
+            let config = load_config(&pipeline)?;
+            commands::reset_state(&config, &pipeline_from(&config)?, &resource)
+        }
+        Command::State {
+            action: None,
+            pipeline,
+            resource,
+            json: _,
+        } => {
+            let Some(pipeline) = pipeline else {
+                anyhow::bail!("state: give the pipeline file (highwater state PIPELINE.toml)");
+            };
+            let config = load_config(&pipeline)?;
+            commands::show_state(&config, &pipeline_from(&config)?, resource.as_deref())
+        }
+        Command::Schema { pipeline, format } => {
+            let config = load_config(&pipeline)?;
+            commands::schema(&pipeline_from(&config)?, &format)
+        }
+        Command::Drop {
+            pipeline,
+            resource,
+            json,
+        } => {
+            let config = load_config(&pipeline)?;
+            commands::drop(&config, &pipeline_from(&config)?, &resource, json)
+        }
     }
 }
 
@@ -132,6 +222,7 @@ fn run(args: RunArgs) -> Result<()> {
         },
         resources: args.resources.clone(),
         refresh: args.refresh.as_deref().and_then(Refresh::parse),
+        reset_state: false,
         interval: match (&args.interval_start, &args.interval_end) {
             (Some(start), Some(end)) => Some(Interval::parse(start, end)?),
             _ => None,

@@ -527,3 +527,92 @@ fn refresh_and_full_refresh_from_the_command() {
         Some(2)
     );
 }
+
+#[test]
+fn info_state_schema_and_drop_commands() {
+    let p = Project::new(PIPELINE);
+    p.write_data(
+        "a.jsonl",
+        &(1..=3).map(|i| event(i, i, "a")).collect::<Vec<_>>(),
+    );
+    let cmd = |args: &[&str]| {
+        highwater()
+            .current_dir(p.dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let out = cmd(&["info", "pipeline.toml", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tables"], serde_json::json!({}), "nothing loaded yet");
+    assert!(
+        !p.path("out.duckdb").exists(),
+        "info does not create the destination"
+    );
+
+    assert!(p.run(&["--progress", "none"], None).status.success());
+    let json: Value =
+        serde_json::from_slice(&cmd(&["info", "pipeline.toml", "--json"]).stdout).unwrap();
+    assert_eq!(json["dataset"], "raw");
+    assert_eq!(json["tables"]["events"], 3);
+    assert_eq!(json["tables"]["events__tags"], 6);
+    assert_eq!(json["loads"].as_array().unwrap().len(), 1);
+    assert_eq!(json["pending_packages"].as_array().unwrap().len(), 0);
+    assert!(
+        String::from_utf8_lossy(&cmd(&["info", "pipeline.toml"]).stdout).contains("events__tags")
+    );
+
+    let state: Value =
+        serde_json::from_slice(&cmd(&["state", "pipeline.toml", "--resource", "events"]).stdout)
+            .unwrap();
+    assert_eq!(state["incremental"]["ts"]["last_value"], 3);
+
+    let schema = String::from_utf8_lossy(&cmd(&["schema", "pipeline.toml"]).stdout).to_string();
+    assert!(
+        schema.contains("events__tags:") && schema.contains("data_type: bigint"),
+        "{schema}"
+    );
+    let schema: Value =
+        serde_json::from_slice(&cmd(&["schema", "pipeline.toml", "--format", "json"]).stdout)
+            .unwrap();
+    assert_eq!(
+        schema["tables"]["events"]["columns"]["id"]["primary_key"],
+        true
+    );
+
+    let out = cmd(&["state", "reset", "pipeline.toml", "--resource", "events"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let state: Value =
+        serde_json::from_slice(&cmd(&["state", "pipeline.toml", "--resource", "events"]).stdout)
+            .unwrap();
+    assert_eq!(state, serde_json::json!({}));
+    assert_eq!(
+        p.query_i64("SELECT count(*) FROM raw.events"),
+        3,
+        "reset keeps the data"
+    );
+    // The cursor starts again: merge on id keeps rows unique.
+    assert!(p.run(&["--progress", "none"], None).status.success());
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 3);
+
+    let out = cmd(&["drop", "pipeline.toml", "--resource", "events", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        p.query_i64(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'events%'"
+        ),
+        0
+    );
+    let out = cmd(&["drop", "pipeline.toml", "--resource", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no resource named \"nope\""),
+        "{}",
+        stderr(&out)
+    );
+    // Restored after a drop, the pipeline loads everything again.
+    assert!(p.run(&["--progress", "none"], None).status.success());
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 3);
+}

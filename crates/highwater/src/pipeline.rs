@@ -93,6 +93,8 @@ pub struct RunOptions {
     pub resources: Vec<String>,
     /// Wipe tables and state before extracting.
     pub refresh: Option<Refresh>,
+    /// Reset the state of the run's resources (keeping their tables) before extracting.
+    pub reset_state: bool,
     /// An external scheduler's interval for incrementals that allow it; when `None`, taken from
     /// the environment (`HIGHWATER_INTERVAL_START/END`, `DLT_INTERVAL_START/END`).
     pub interval: Option<Interval>,
@@ -321,6 +323,15 @@ impl Pipeline {
             Some(refresh) => self.apply_refresh(refresh, &source, &mut run_state)?,
             None => RefreshPlan::default(),
         };
+        if options.reset_state {
+            if let Some(Value::Object(resources)) =
+                state::source_state(&mut run_state, &source.name).get_mut("resources")
+            {
+                for resource in &source.resources {
+                    resources.remove(&resource.name);
+                }
+            }
+        }
 
         let mut package = store.create()?;
         (self.progress)(ProgressEvent::Stage {
@@ -446,6 +457,34 @@ impl Pipeline {
         schema.bump_version();
         write_json_atomic(&self.schema_path(), &schema)?;
         Ok(plan)
+    }
+
+    /// Resets the state of the named resources (their incrementals start again from
+    /// `initial_value`), committed to the destination like any state change; tables stay.
+    pub fn reset_resource_state(&self, resources: &[&str]) -> Result<LoadInfo> {
+        let options = RunOptions {
+            reset_state: true,
+            ..RunOptions::default()
+        };
+        self.run_with(self.placeholder_source(resources), &options)
+    }
+
+    /// Drops the tables of the named resources and resets their state, in one load.
+    pub fn drop_resources(&self, resources: &[&str]) -> Result<LoadInfo> {
+        let options = RunOptions {
+            refresh: Some(Refresh::DropResources),
+            ..RunOptions::default()
+        };
+        self.run_with(self.placeholder_source(resources), &options)
+    }
+
+    /// A source of resources that yield nothing, to change state and tables by name.
+    fn placeholder_source(&self, resources: &[&str]) -> Source {
+        let resources = resources
+            .iter()
+            .map(|name| Resource::new(*name, |_| Ok(std::iter::empty())))
+            .collect();
+        Source::new(self.name.clone(), resources)
     }
 
     /// Takes the pipeline lock, refusing when another state-writing run holds it.

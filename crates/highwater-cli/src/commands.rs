@@ -1,0 +1,226 @@
+//! The subcommands besides `run`: `info`, `state`, `state reset`, `schema` and `drop`.
+
+use anyhow::{bail, Context, Result};
+use highwater::{DestinationConfig, Pipeline};
+use serde_json::{json, Value};
+
+use crate::config::LoadedConfig;
+
+/// Whether the destination exists yet (reading commands do not create it).
+fn destination_exists(pipeline: &Pipeline) -> bool {
+    match pipeline.destination() {
+        DestinationConfig::DuckDb { path } => path.exists(),
+    }
+}
+
+/// `highwater info`: destination, dataset, tables with row counts, last loads, pending packages.
+pub fn info(pipeline: &Pipeline, as_json: bool) -> Result<()> {
+    let (tables, loads) = if destination_exists(pipeline) {
+        let mut destination = pipeline.open_destination()?;
+        (destination.table_counts()?, destination.recent_loads(10)?)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let pending = pipeline.pending_packages()?;
+    if as_json {
+        let out = json!({
+            "pipeline": pipeline.name(),
+            "destination": pipeline.destination().describe(),
+            "dataset": pipeline.dataset(),
+            "working_dir": pipeline.working_dir().display().to_string(),
+            "tables": tables.iter().map(|t| (t.table.clone(), json!(t.rows))).collect::<serde_json::Map<_, _>>(),
+            "loads": loads.iter().map(|l| json!({"load_id": l.load_id, "status": l.status, "inserted_at": l.inserted_at})).collect::<Vec<_>>(),
+            "pending_packages": pending,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!("pipeline     {}", pipeline.name());
+    println!("destination  {}", pipeline.destination().describe());
+    println!("dataset      {}", pipeline.dataset());
+    println!("working dir  {}", pipeline.working_dir().display());
+    println!("tables");
+    if tables.is_empty() {
+        println!("  (none)");
+    }
+    for t in &tables {
+        println!("  {:<40} {:>12} rows", t.table, t.rows);
+    }
+    println!("last loads");
+    if loads.is_empty() {
+        println!("  (none)");
+    }
+    for l in &loads {
+        println!("  {}  status {}  {}", l.load_id, l.status, l.inserted_at);
+    }
+    println!("pending packages");
+    if pending.is_empty() {
+        println!("  (none)");
+    }
+    for id in &pending {
+        println!("  {id} (finished by the next run)");
+    }
+    Ok(())
+}
+
+/// `highwater state`: the state document, or one resource's section of it.
+pub fn show_state(
+    config: &LoadedConfig,
+    pipeline: &Pipeline,
+    resource: Option<&str>,
+) -> Result<()> {
+    let state = pipeline.local_state()?.unwrap_or(Value::Null);
+    let sources = state.get("sources").cloned().unwrap_or(json!({}));
+    let out = match resource {
+        Some(name) => {
+            check_resource(config, name)?;
+            sources
+                .get(&config.file.pipeline.name)
+                .and_then(|s| s.get("resources"))
+                .and_then(|r| r.get(name))
+                .cloned()
+                .unwrap_or(json!({}))
+        }
+        None => sources,
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `highwater state reset --resource NAME`.
+pub fn reset_state(config: &LoadedConfig, pipeline: &Pipeline, resource: &str) -> Result<()> {
+    check_resource(config, resource)?;
+    let info = pipeline
+        .reset_resource_state(&[resource])
+        .with_context(|| format!("resetting the state of resource {resource}"))?;
+    eprintln!(
+        "state of resource {resource} reset (load {})",
+        info.load_ids.join(", ")
+    );
+    Ok(())
+}
+
+/// `highwater drop --resource NAME`: its tables and its state.
+pub fn drop(
+    config: &LoadedConfig,
+    pipeline: &Pipeline,
+    resource: &str,
+    as_json: bool,
+) -> Result<()> {
+    check_resource(config, resource)?;
+    let info = pipeline
+        .drop_resources(&[resource])
+        .with_context(|| format!("dropping resource {resource}"))?;
+    if as_json {
+        println!(
+            "{}",
+            json!({"pipeline": info.pipeline, "dataset": info.dataset, "load_ids": info.load_ids, "dropped_resource": resource})
+        );
+    } else {
+        eprintln!("dropped the tables and state of resource {resource}");
+    }
+    Ok(())
+}
+
+/// `highwater schema`: the stored schema as YAML (default) or JSON.
+pub fn schema(pipeline: &Pipeline, format: &str) -> Result<()> {
+    let Some(schema) = pipeline.local_schema()? else {
+        bail!(
+            "pipeline {} has no schema yet: run it first",
+            pipeline.name()
+        );
+    };
+    let value = serde_json::to_value(&schema)?;
+    if format == "json" {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        let mut out = String::new();
+        write_yaml(&value, 0, &mut out);
+        print!("{out}");
+    }
+    Ok(())
+}
+
+fn check_resource(config: &LoadedConfig, name: &str) -> Result<()> {
+    if config.file.resources.iter().any(|r| r.name == name) {
+        return Ok(());
+    }
+    let names: Vec<&str> = config
+        .file
+        .resources
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    bail!(
+        "{}: no resource named {name:?} (resources: {})",
+        config.path.display(),
+        names.join(", ")
+    )
+}
+
+/// A small YAML writer for JSON values (maps, lists, scalars), enough for the schema.
+fn write_yaml(value: &Value, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match v {
+                    Value::Object(m) if !m.is_empty() => {
+                        out.push_str(&format!(
+                            "{pad}{}:\n",
+                            yaml_scalar(&Value::String(key.clone()))
+                        ));
+                        write_yaml(v, indent + 2, out);
+                    }
+                    Value::Array(a) if !a.is_empty() => {
+                        out.push_str(&format!(
+                            "{pad}{}:\n",
+                            yaml_scalar(&Value::String(key.clone()))
+                        ));
+                        write_yaml(v, indent + 2, out);
+                    }
+                    _ => out.push_str(&format!(
+                        "{pad}{}: {}\n",
+                        yaml_scalar(&Value::String(key.clone())),
+                        yaml_scalar(v)
+                    )),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    Value::Object(_) | Value::Array(_) => {
+                        out.push_str(&format!("{pad}-\n"));
+                        write_yaml(item, indent + 2, out);
+                    }
+                    _ => out.push_str(&format!("{pad}- {}\n", yaml_scalar(item))),
+                }
+            }
+        }
+        scalar => out.push_str(&format!("{pad}{}\n", yaml_scalar(scalar))),
+    }
+}
+
+fn yaml_scalar(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => {
+            let plain = !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && !s.starts_with('-')
+                && !matches!(s.as_str(), "true" | "false" | "null" | "yes" | "no")
+                && s.parse::<f64>().is_err();
+            if plain {
+                s.clone()
+            } else {
+                Value::String(s.clone()).to_string()
+            }
+        }
+        Value::Object(_) => "{}".into(),
+        Value::Array(_) => "[]".into(),
+    }
+}
