@@ -94,7 +94,7 @@ pub struct ResourceConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// `jsonl` | `json`.
+    /// `jsonl` | `json` | `csv` | `parquet`.
     pub kind: Spanned<String>,
     /// Files: a glob or a plain path, relative to the pipeline file.
     #[serde(default)]

@@ -616,3 +616,75 @@ fn info_state_schema_and_drop_commands() {
     assert!(p.run(&["--progress", "none"], None).status.success());
     assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 3);
 }
+
+#[test]
+fn csv_parquet_and_gzip_sources() {
+    let csv = PIPELINE.replace(
+        "kind = \"jsonl\"\npath = \"data/*.jsonl\"",
+        "kind = \"csv\"\npath = \"data/*.csv.gz\"",
+    );
+    let p = Project::new(&csv);
+    let text = "id,ts,name\n1,1,a\n2,2,b\n3,3,\n";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
+    std::fs::write(p.path("data/a.csv.gz"), gz.finish().unwrap()).unwrap();
+    let out = p.run(&["--progress", "none", "--json"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 3);
+    assert_eq!(
+        p.query_i64("SELECT count(*) FROM raw.events WHERE name IS NULL"),
+        1
+    );
+
+    // The DuckDB table written above, exported as Parquet, read back by a parquet source.
+    let conn = duckdb::Connection::open(p.path("out.duckdb")).unwrap();
+    let export = p.path("data/events.parquet");
+    conn.execute(
+        &format!(
+            "COPY (SELECT id, ts, name FROM raw.events) TO '{}' (FORMAT parquet)",
+            export.display()
+        ),
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let parquet = PIPELINE
+        .replace(
+            "kind = \"jsonl\"\npath = \"data/*.jsonl\"",
+            "kind = \"parquet\"\npath = \"data/*.parquet\"",
+        )
+        .replace(
+            "name = \"events\"\ndestination",
+            "name = \"from_parquet\"\ndestination",
+        )
+        .replace("working_dir = \"work\"", "working_dir = \"work2\"")
+        .replace("dataset = \"raw\"", "dataset = \"raw_parquet\"");
+    std::fs::write(p.path("parquet.toml"), parquet).unwrap();
+    let out = highwater()
+        .current_dir(p.dir.path())
+        .args(["run", "parquet.toml", "--json", "--progress", "none"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tables"]["events"], 3);
+    assert_eq!(
+        json["state"]["from_parquet"]["resources"]["events"]["incremental"]["ts"]["last_value"],
+        3
+    );
+    // A full refresh reloads the same rows: merge by id without `_dlt_id` columns keeps them once.
+    let out = highwater()
+        .current_dir(p.dir.path())
+        .args([
+            "run",
+            "parquet.toml",
+            "--refresh",
+            "drop_data",
+            "--progress",
+            "none",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw_parquet.events"), 3);
+}

@@ -21,7 +21,12 @@ pub fn build_source(config: &LoadedConfig) -> Result<Source> {
 }
 
 fn build_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource> {
-    let kind = choice(config, "kind", &r.source.kind, &["jsonl", "json"])?;
+    let kind = choice(
+        config,
+        "kind",
+        &r.source.kind,
+        &["jsonl", "json", "csv", "parquet"],
+    )?;
     let path = r.source.path.as_deref().ok_or_else(|| {
         anyhow!(
             "{}: resource {}: source kind {kind:?} needs a path",
@@ -31,6 +36,8 @@ fn build_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource>
     })?;
     let format = match kind {
         "jsonl" => files::FileFormat::Jsonl,
+        "csv" => files::FileFormat::Csv,
+        "parquet" => files::FileFormat::Parquet,
         _ => files::FileFormat::Json,
     };
     let mut resource = files::file_resource(&r.name, config.resolve(path), format)

@@ -95,6 +95,38 @@ pub fn delete_insert(
         .flatten()
         .collect::<Vec<_>>()
         .join(" OR ");
+    let keep = deleted.clone().unwrap_or_else(|| "1 = 1".to_string());
+    let dedup_order = match root.table.columns.values().find(|c| c.dedup_sort.is_some()) {
+        Some(c) => format!(
+            "{} {}, rowid DESC",
+            quote(&c.name),
+            if c.dedup_sort == Some(crate::schema::SortOrder::Asc) {
+                "ASC"
+            } else {
+                "DESC"
+            }
+        ),
+        None => "rowid DESC".to_string(),
+    };
+
+    if children.is_empty() {
+        // A table without children (e.g. Arrow items, which have no `_dlt_id`): dlt's simple form.
+        sql.push(format!(
+            "DELETE FROM {final_root} AS d WHERE EXISTS (SELECT 1 FROM {stage_root} AS s WHERE {condition})"
+        ));
+        let cols = column_list(root.columns.iter().map(String::as_str));
+        let source = if pk.is_empty() {
+            format!("SELECT {cols} FROM {stage_root} WHERE {keep}")
+        } else {
+            let partition = column_list(pk.iter().map(|c| c.name.as_str()));
+            format!(
+                "SELECT {cols} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {dedup_order}) AS _dlt_dedup_rn FROM {stage_root}) AS _dlt_dedup_numbered WHERE _dlt_dedup_rn = 1 AND {keep}"
+            )
+        };
+        sql.push(format!("INSERT INTO {final_root} ({cols}) {source}"));
+        return sql;
+    }
+
     let row_key = quote("_dlt_id");
     let delete_tmp = quote(&format!("{temp_prefix}_delete"));
     let insert_tmp = quote(&format!("{temp_prefix}_insert"));
@@ -124,25 +156,12 @@ pub fn delete_insert(
     ));
 
     // Insert phase: surviving staging rows (deduplicated by the primary key), not deleted.
-    let keep = deleted.clone().unwrap_or_else(|| "1 = 1".to_string());
     let survivors = if pk.is_empty() {
         format!("SELECT {row_key} FROM {stage_root} WHERE {keep}")
     } else {
         let partition = column_list(pk.iter().map(|c| c.name.as_str()));
-        let order = match root.table.columns.values().find(|c| c.dedup_sort.is_some()) {
-            Some(c) => format!(
-                "{} {}, rowid DESC",
-                quote(&c.name),
-                if c.dedup_sort == Some(crate::schema::SortOrder::Asc) {
-                    "ASC"
-                } else {
-                    "DESC"
-                }
-            ),
-            None => "rowid DESC".to_string(),
-        };
         format!(
-            "SELECT {row_key} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {order}) AS _dlt_dedup_rn FROM {stage_root}) AS _dlt_dedup_numbered WHERE _dlt_dedup_rn = 1 AND {keep}"
+            "SELECT {row_key} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {dedup_order}) AS _dlt_dedup_rn FROM {stage_root}) AS _dlt_dedup_numbered WHERE _dlt_dedup_rn = 1 AND {keep}"
         )
     };
     sql.push(format!(
