@@ -99,6 +99,9 @@ pub struct SourceConfig {
     /// Files: a glob or a plain path, relative to the pipeline file.
     #[serde(default)]
     pub path: Option<String>,
+    /// Files: skip files already loaded (same path and modification time).
+    #[serde(default)]
+    pub skip_loaded_files: bool,
 }
 
 /// `[resources.incremental]`.

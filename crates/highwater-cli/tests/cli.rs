@@ -688,3 +688,42 @@ fn csv_parquet_and_gzip_sources() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(p.query_i64("SELECT count(*) FROM raw_parquet.events"), 3);
 }
+
+#[test]
+fn skip_loaded_files_reads_each_file_once() {
+    let pipeline = PIPELINE
+        .replace(
+            "path = \"data/*.jsonl\"",
+            "path = \"data/*.jsonl\"\nskip_loaded_files = true",
+        )
+        .replace(
+            "write_disposition = \"merge\"",
+            "write_disposition = \"append\"",
+        )
+        .replace(
+            "[resources.incremental]\ncursor_path = \"ts\"\ninitial_value = 0\n",
+            "",
+        );
+    let p = Project::new(&pipeline);
+    p.write_data(
+        "a.jsonl",
+        &(1..=3).map(|i| event(i, i, "a")).collect::<Vec<_>>(),
+    );
+    assert!(p.run(&["--progress", "none"], None).status.success());
+    p.write_data(
+        "b.jsonl",
+        &(4..=5).map(|i| event(i, i, "b")).collect::<Vec<_>>(),
+    );
+    let out = p.run(&["--progress", "none", "--json"], None);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["tables"]["events"],
+        2,
+        "only the new file: {}",
+        stderr(&out)
+    );
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 5);
+    let out = p.run(&["--progress", "none", "--json"], None);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["load_ids"].as_array().unwrap().len(), 0);
+}

@@ -54,10 +54,42 @@ fn open(path: &Path) -> Result<Box<dyn Read + Send>, Error> {
 
 /// A resource named `name` reading the files `pattern` matches.
 pub fn file_resource(name: &str, pattern: PathBuf, format: FileFormat) -> Resource {
-    Resource::new(name, move |_ctx| {
-        let files = matching_files(&pattern)?;
+    file_resource_with(name, pattern, format, false)
+}
+
+/// Where a file source keeps the files it loaded (`skip_loaded_files`): path → modification time.
+const LOADED_FILES_KEY: &str = "loaded_files";
+
+/// [`file_resource`]; with `skip_loaded_files`, files whose path and modification time are in
+/// the resource state are skipped, and the files read are added to it (committed with the data).
+pub fn file_resource_with(
+    name: &str,
+    pattern: PathBuf,
+    format: FileFormat,
+    skip_loaded_files: bool,
+) -> Resource {
+    Resource::new(name, move |ctx| {
+        let mut files = matching_files(&pattern)?;
         if files.is_empty() {
             tracing::warn!(path = %pattern.display(), "no file matches the source path");
+        }
+        if skip_loaded_files {
+            files = ctx.with_resource_state(|state| {
+                let loaded = state
+                    .entry(LOADED_FILES_KEY)
+                    .or_insert_with(|| Value::Object(serde_json::Map::new()));
+                let mut unread = Vec::new();
+                for path in files {
+                    let key = path.display().to_string();
+                    let modified = modified_time(&path);
+                    if loaded.get(&key).and_then(Value::as_str) == Some(modified.as_str()) {
+                        continue;
+                    }
+                    loaded[key.as_str()] = Value::String(modified);
+                    unread.push(path);
+                }
+                unread
+            });
         }
         let iter = files.into_iter().flat_map(
             move |path| -> Box<dyn Iterator<Item = Result<Item, Error>> + Send> {
@@ -83,6 +115,16 @@ pub fn file_resource(name: &str, pattern: PathBuf, format: FileFormat) -> Resour
         );
         Ok(iter)
     })
+}
+
+/// A file's modification time as text (nanoseconds since the epoch), empty when unknown.
+fn modified_time(path: &Path) -> String {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos().to_string())
+        .unwrap_or_default()
 }
 
 /// Reads a JSON Lines file one item at a time.

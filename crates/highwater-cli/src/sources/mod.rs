@@ -40,8 +40,13 @@ fn build_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource>
         "parquet" => files::FileFormat::Parquet,
         _ => files::FileFormat::Json,
     };
-    let mut resource = files::file_resource(&r.name, config.resolve(path), format)
-        .with_hints(build_hints(config, r)?);
+    let mut resource = files::file_resource_with(
+        &r.name,
+        config.resolve(path),
+        format,
+        r.source.skip_loaded_files,
+    )
+    .with_hints(build_hints(config, r)?);
     if let Some(inc) = &r.incremental {
         let mut incremental = Incremental::new(&inc.cursor_path)
             .map_err(|e| anyhow!("{}: resource {}: {e}", config.path.display(), r.name))?;
