@@ -52,17 +52,13 @@ fn open(path: &Path) -> Result<Box<dyn Read + Send>, Error> {
     }
 }
 
-/// A resource named `name` reading the files `pattern` matches.
-pub fn file_resource(name: &str, pattern: PathBuf, format: FileFormat) -> Resource {
-    file_resource_with(name, pattern, format, false)
-}
-
 /// Where a file source keeps the files it loaded (`skip_loaded_files`): path → modification time.
 const LOADED_FILES_KEY: &str = "loaded_files";
 
-/// [`file_resource`]; with `skip_loaded_files`, files whose path and modification time are in
-/// the resource state are skipped, and the files read are added to it (committed with the data).
-pub fn file_resource_with(
+/// A resource named `name` reading the files `pattern` matches. With `skip_loaded_files`, files
+/// whose path and modification time are in the resource state are skipped, and the files read
+/// are added to it (committed with the data).
+pub fn file_resource(
     name: &str,
     pattern: PathBuf,
     format: FileFormat,

@@ -40,7 +40,7 @@ fn build_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource>
         "parquet" => files::FileFormat::Parquet,
         _ => files::FileFormat::Json,
     };
-    let mut resource = files::file_resource_with(
+    let mut resource = files::file_resource(
         &r.name,
         config.resolve(path),
         format,
