@@ -371,6 +371,7 @@ mod tests {
             "r",
             dir.path().join("*.jsonl"),
             FileFormat::Jsonl,
+            false,
         ))
         .unwrap();
         assert_eq!(jsonl.len(), 2);
@@ -379,6 +380,7 @@ mod tests {
             "r",
             dir.path().join("*.json"),
             FileFormat::Json,
+            false,
         ))
         .unwrap();
         assert_eq!(json[1].0["a"], 4);
@@ -397,6 +399,7 @@ mod tests {
             "r",
             dir.path().join("a.csv"),
             FileFormat::Csv,
+            false,
         ))
         .unwrap();
         assert_eq!(
@@ -418,6 +421,7 @@ mod tests {
             "r",
             dir.path().join("a.jsonl"),
             FileFormat::Jsonl,
+            false,
         ))
         .unwrap_err();
         assert!(err.to_string().contains("a.jsonl:2: invalid JSON"), "{err}");
