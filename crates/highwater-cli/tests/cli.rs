@@ -727,3 +727,53 @@ fn skip_loaded_files_reads_each_file_once() {
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["load_ids"].as_array().unwrap().len(), 0);
 }
+
+/// Large items files are normalized by two workers; the tables, their column order and the rows
+/// must be exactly those of a single pass, also when columns, variants and child tables appear
+/// late in the file.
+#[test]
+fn parallel_normalize_gives_the_single_pass_result() {
+    let lines: Vec<String> = (1..=3000)
+        .map(|i| match i {
+            i if i % 700 == 0 => format!(r#"{{"id": {i}, "ts": {i}, "name": "late", "late_{i}": {i}, "tags": ["a"], "extra": [{{"k": {i}}}]}}"#),
+            i if i % 900 == 0 => format!(r#"{{"id": {i}, "ts": {i}, "name": {i}, "tags": []}}"#),
+            i => event(i, i, "n"),
+        })
+        .collect();
+    let outcome = |parallel: bool| {
+        let p = Project::new(PIPELINE);
+        p.write_data("a.jsonl", &lines);
+        let mut cmd = highwater();
+        cmd.current_dir(p.dir.path()).args(["run", "pipeline.toml", "--progress", "none"]);
+        cmd.env("HIGHWATER_PARALLEL_MIN_ITEMS", if parallel { "1" } else { "100000000" });
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let schema = highwater().current_dir(p.dir.path()).args(["schema", "pipeline.toml", "--format", "json"]).output().unwrap();
+        let schema: Value = serde_json::from_slice(&schema.stdout).unwrap();
+        let columns: Vec<(String, Vec<String>)> = schema["tables"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(t, v)| (t.clone(), v["columns"].as_object().unwrap().keys().cloned().collect()))
+            .collect();
+        let conn = duckdb::Connection::open(p.path("out.duckdb")).unwrap();
+        let rows: Vec<String> = conn
+            .prepare("SELECT CAST(COLUMNS(* EXCLUDE (_dlt_id, _dlt_load_id)) AS VARCHAR) FROM raw.events ORDER BY id")
+            .unwrap()
+            .query_map([], |r| {
+                let n = r.as_ref().column_count();
+                Ok((0..n).map(|i| format!("{:?}", r.get::<_, Option<String>>(i).unwrap())).collect::<Vec<_>>().join("|"))
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let extra = p.query_i64("SELECT count(*) FROM raw.events__extra");
+        (columns, rows, extra)
+    };
+    let single = outcome(false);
+    let parallel = outcome(true);
+    assert_eq!(parallel.0, single.0, "tables and column order");
+    assert_eq!(parallel.2, single.2);
+    assert_eq!(parallel.1.len(), 3000);
+    assert_eq!(parallel.1, single.1, "rows");
+}

@@ -13,9 +13,9 @@ use crate::error::{Error, Result};
 use crate::extract::{extract, ExtractContext};
 use crate::incremental::Interval;
 use crate::naming::Naming;
-use crate::normalize::{Normalizer, TableFile};
+use crate::normalize::{normalize_items_file, Normalizer, TableFile};
 use crate::package::{
-    self, read_items, write_json_atomic, ItemsFormat, Package, PackageStore, Stage,
+    self, write_json_atomic, ItemsFormat, Package, PackageStore, Stage,
 };
 use crate::resource::{Hints, Resource, Source};
 use crate::schema::Schema;
@@ -637,7 +637,14 @@ impl Pipeline {
         let files: Vec<TableFile> = {
             let mut normalizer =
                 Normalizer::new(&mut schema, self.naming, &package.load_id, &tables_dir);
+            let mut files = Vec::new();
             let mut rows_seen = 0u64;
+            let mut on_item = || {
+                rows_seen += 1;
+                if rows_seen == 1000 {
+                    crash_point("mid-normalize");
+                }
+            };
             for table in &manifest.tables {
                 let root = normalizer.prepare_root(&table.raw_name, &table.spec)?;
                 let items_path = package.dir().join("items").join(&table.file);
@@ -645,16 +652,19 @@ impl Pipeline {
                     normalizer.push_arrow_file(&root, &items_path)?;
                     continue;
                 }
-                for entry in read_items(&items_path, &manifest.sources)? {
-                    let (location, item) = entry?;
-                    normalizer.push_item(&root, item, &location)?;
-                    rows_seen += 1;
-                    if rows_seen == 1000 {
-                        crash_point("mid-normalize");
-                    }
-                }
+                normalize_items_file(
+                    &mut normalizer,
+                    &root,
+                    &table.spec,
+                    &items_path,
+                    &manifest.sources,
+                    table.items,
+                    &mut files,
+                    &mut on_item,
+                )?;
             }
-            normalizer.finish()?
+            files.extend(normalizer.finish()?);
+            files
         };
         schema.bump_version();
         let mut manifest = manifest;

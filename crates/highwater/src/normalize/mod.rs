@@ -6,6 +6,7 @@
 
 mod arrow_items;
 pub mod coerce;
+mod parallel;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use crate::naming::Naming;
 use crate::package::TableSpec;
 use crate::schema::{Column, DataType, MergeStrategy, Schema, Table, WriteDisposition};
 use coerce::{coerce, infer_type, python_type};
+pub(crate) use parallel::normalize_items_file;
 pub use writer::TableFile;
 use writer::TableWriter;
 
@@ -61,6 +63,17 @@ pub struct Normalizer<'a> {
     /// Column names by (prefix, raw key): each key is normalized once per package.
     names: foldhash::HashMap<Arc<str>, foldhash::HashMap<String, Arc<str>>>,
     root_prefix: Arc<str>,
+    /// A worker on a copy of the schema: items that would change it are left to the main one.
+    frozen: bool,
+    /// Prefix of this normalizer's file names, so parallel workers never share a file.
+    file_prefix: String,
+}
+
+/// One row of an item, assembled before it is written.
+struct PendingRow {
+    table: String,
+    parent: Option<String>,
+    values: RowValues,
 }
 
 /// A row being assembled: column name and raw value, in emission order.
@@ -79,7 +92,36 @@ impl<'a> Normalizer<'a> {
             specs: HashMap::new(),
             names: foldhash::HashMap::default(),
             root_prefix: Arc::from(""),
+            frozen: false,
+            file_prefix: String::new(),
         }
+    }
+
+    /// A worker that writes files named `<table>.<worker>.<n>.parquet` and never changes
+    /// `schema` (a copy of the main one): [`Self::push_item`] returns `false` instead.
+    pub fn frozen_worker(schema: &'a mut Schema, naming: Naming, load_id: &str, dir: &Path, worker: &str) -> Self {
+        let mut normalizer = Normalizer::new(schema, naming, load_id, dir);
+        normalizer.frozen = true;
+        normalizer.file_prefix = format!("{worker}.");
+        normalizer
+    }
+
+    /// Registers a root table already in the (copied) schema, for a frozen worker.
+    fn prepare_root_frozen(&mut self, root: &str, spec: &TableSpec) -> Result<String> {
+        let frozen = std::mem::replace(&mut self.frozen, false);
+        let name = self.prepare_root(root, spec);
+        self.frozen = frozen;
+        name
+    }
+
+    /// Closes the files written so far and returns them; later rows go to new files. Lets the
+    /// main normalizer interleave its files with workers' in item order.
+    pub fn end_segment(&mut self) -> Result<Vec<TableFile>> {
+        let mut files = Vec::new();
+        for writer in self.writers.values_mut() {
+            files.extend(writer.end_segment()?);
+        }
+        Ok(files)
     }
 
     /// The normalized name of a root table given by a resource or its `table_name` hint.
@@ -157,7 +199,8 @@ impl<'a> Normalizer<'a> {
     }
 
     /// Normalizes one item of root table `root` (a name returned by [`Self::prepare_root`]).
-    pub fn push_item(&mut self, root: &str, item: Value, location: &str) -> Result<()> {
+    /// Returns `false`, writing nothing, when a frozen normalizer would have to change the schema.
+    pub fn push_item(&mut self, root: &str, item: Value, location: &str) -> Result<bool> {
         let settings = self
             .roots
             .get(root)
@@ -195,33 +238,41 @@ impl<'a> Normalizer<'a> {
             Value::String(self.load_id.clone()),
         ));
         values.push((Arc::from("_dlt_id"), Value::String(row_id.clone())));
-        self.write_row(root, None, values, location)?;
+        let mut rows = vec![PendingRow { table: root.to_string(), parent: None, values }];
         let root_id = settings.propagate_root_key.then_some(row_id.as_str());
         for (child, list) in lists {
-            self.push_list(
+            self.collect_list(
+                &mut rows,
                 root,
                 &child,
                 list,
                 &row_id,
                 root_id,
                 settings.max_nesting as i64 - 1,
-                location,
-            )?;
+            );
         }
-        self.flush_full()
+        if self.frozen && !rows.iter().all(|row| self.fits(row)) {
+            return Ok(false);
+        }
+        for row in rows {
+            self.write_row(&row.table, row.parent.as_deref(), row.values, location)?;
+        }
+        self.flush_full()?;
+        Ok(true)
     }
 
+    /// The rows of a list's elements (and of their own lists), parents before children.
     #[allow(clippy::too_many_arguments)]
-    fn push_list(
+    fn collect_list(
         &mut self,
+        rows: &mut Vec<PendingRow>,
         parent: &str,
         table: &str,
         list: Vec<Value>,
         parent_id: &str,
         root_id: Option<&str>,
         lvl: i64,
-        location: &str,
-    ) -> Result<()> {
+    ) {
         for (idx, element) in list.into_iter().enumerate() {
             let object = match element {
                 Value::Object(map) => map,
@@ -247,21 +298,41 @@ impl<'a> Normalizer<'a> {
                     if let Some(root_id) = root_id {
                         values.push(("_dlt_root_id".into(), Value::String(root_id.to_string())));
                     }
-                    values.push((
-                        "_dlt_parent_id".into(),
-                        Value::String(parent_id.to_string()),
-                    ));
+                    values.push(("_dlt_parent_id".into(), Value::String(parent_id.to_string())));
                     values.push(("_dlt_list_idx".into(), Value::from(idx as i64)));
                     values.push(("_dlt_id".into(), Value::String(id.clone())));
                     id
                 }
             };
-            self.write_row(table, Some(parent), values, location)?;
+            rows.push(PendingRow { table: table.to_string(), parent: Some(parent.to_string()), values });
             for (child, list) in lists {
-                self.push_list(table, &child, list, &row_id, root_id, lvl - 1, location)?;
+                self.collect_list(rows, table, &child, list, &row_id, root_id, lvl - 1);
             }
         }
-        Ok(())
+    }
+
+    /// Whether a row can be written without changing the schema: its table and every column
+    /// exist and every value has the column's type (no new column, no variant).
+    fn fits(&self, row: &PendingRow) -> bool {
+        let writer = self.writers.get(&row.table);
+        let table = self.schema.tables.get(&row.table);
+        if writer.is_none() && table.is_none() {
+            return false;
+        }
+        row.values.iter().all(|(column, value)| {
+            if value.is_null() {
+                return true;
+            }
+            let data_type = writer
+                .and_then(|w| w.lookup(column))
+                .map(|(_, t, _)| t)
+                .or_else(|| table.and_then(|t| t.columns.get(&**column)).map(|c| c.data_type));
+            match data_type {
+                Some(DataType::Text) if value.is_string() => true,
+                Some(t) => coerce::coerce_owned_ok(value, t).is_some(),
+                None => false,
+            }
+        })
     }
 
     /// Flattens an object into columns (nested objects joined with `__`) and child lists,
@@ -397,6 +468,7 @@ impl<'a> Normalizer<'a> {
             self.schema.tables.insert(table.to_string(), new_table);
         }
         let mut writer = TableWriter::new(table, &self.dir);
+        writer.set_file_prefix(&self.file_prefix);
         if let Some(t) = self.schema.tables.get(table) {
             for column in t.columns.values().filter(|c| !c.nullable) {
                 writer.column_index(&column.name, column.data_type, column.hinted, true);

@@ -160,6 +160,7 @@ pub struct TableWriter {
     open: Option<OpenFile>,
     files: Vec<TableFile>,
     next_file: usize,
+    file_prefix: String,
     dir: PathBuf,
 }
 
@@ -178,6 +179,7 @@ impl TableWriter {
             open: None,
             files: Vec::new(),
             next_file: 0,
+            file_prefix: String::new(),
             dir: dir.to_path_buf(),
         }
     }
@@ -335,7 +337,7 @@ impl TableWriter {
     }
 
     fn open_file(&mut self, arrow_schema: Arc<ArrowSchema>, columns: Vec<String>) -> Result<()> {
-        let name = format!("{}.{}.parquet", self.table, self.next_file);
+        let name = format!("{}.{}{}.parquet", self.table, self.file_prefix, self.next_file);
         self.next_file += 1;
         let path = self.dir.join(&name);
         let file = File::create(&path).map_err(|e| Error::io("creating", &path, e))?;
@@ -372,6 +374,18 @@ impl TableWriter {
             self.files.push(open.file);
         }
         Ok(())
+    }
+
+    /// Names files `<table>.<prefix><n>.parquet`.
+    pub fn set_file_prefix(&mut self, prefix: &str) {
+        self.file_prefix = prefix.to_string();
+    }
+
+    /// Flushes, closes the current file and hands over the files written so far.
+    pub fn end_segment(&mut self) -> Result<Vec<TableFile>> {
+        self.flush()?;
+        self.close_file()?;
+        Ok(std::mem::take(&mut self.files))
     }
 
     /// Flushes and closes; returns the files written, in order.
