@@ -744,17 +744,30 @@ fn parallel_normalize_gives_the_single_pass_result() {
         let p = Project::new(PIPELINE);
         p.write_data("a.jsonl", &lines);
         let mut cmd = highwater();
-        cmd.current_dir(p.dir.path()).args(["run", "pipeline.toml", "--progress", "none"]);
-        cmd.env("HIGHWATER_PARALLEL_MIN_ITEMS", if parallel { "1" } else { "100000000" });
+        cmd.current_dir(p.dir.path())
+            .args(["run", "pipeline.toml", "--progress", "none"]);
+        cmd.env(
+            "HIGHWATER_PARALLEL_MIN_ITEMS",
+            if parallel { "1" } else { "100000000" },
+        );
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
-        let schema = highwater().current_dir(p.dir.path()).args(["schema", "pipeline.toml", "--format", "json"]).output().unwrap();
+        let schema = highwater()
+            .current_dir(p.dir.path())
+            .args(["schema", "pipeline.toml", "--format", "json"])
+            .output()
+            .unwrap();
         let schema: Value = serde_json::from_slice(&schema.stdout).unwrap();
         let columns: Vec<(String, Vec<String>)> = schema["tables"]
             .as_object()
             .unwrap()
             .iter()
-            .map(|(t, v)| (t.clone(), v["columns"].as_object().unwrap().keys().cloned().collect()))
+            .map(|(t, v)| {
+                (
+                    t.clone(),
+                    v["columns"].as_object().unwrap().keys().cloned().collect(),
+                )
+            })
             .collect();
         let conn = duckdb::Connection::open(p.path("out.duckdb")).unwrap();
         let rows: Vec<String> = conn

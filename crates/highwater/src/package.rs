@@ -465,7 +465,8 @@ pub fn read_items(
     path: &Path,
     sources: &[String],
 ) -> Result<impl Iterator<Item = Result<(String, Value)>>> {
-    Ok(read_items_range(path, sources, 0, u64::MAX)?.map(|r| r.map(|(_, location, value)| (location, value))))
+    Ok(read_items_range(path, sources, 0, u64::MAX)?
+        .map(|r| r.map(|(_, location, value)| (location, value))))
 }
 
 /// Reads the items whose lines start in the byte range `[start, end)` of an items file (`start`
@@ -478,7 +479,8 @@ pub fn read_items_range(
 ) -> Result<impl Iterator<Item = Result<(u64, String, Value)>>> {
     use std::io::{Seek, SeekFrom};
     let mut file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
-    file.seek(SeekFrom::Start(start)).map_err(|e| Error::io("reading", path, e))?;
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| Error::io("reading", path, e))?;
     let reader = BufReader::with_capacity(1 << 20, file);
     let path = path.to_path_buf();
     let sources = sources.to_vec();
@@ -497,22 +499,38 @@ pub fn read_items_range(
         })
         .map(move |line| {
             let (line_start, line) = line.map_err(|e| Error::io("reading", &path, e))?;
-            let tab = line.iter().position(|&b| b == b'\t').ok_or_else(|| Error::Corrupt {
-                what: path.display().to_string(),
-                detail: "items line without a tab".into(),
-            })?;
+            let tab = line
+                .iter()
+                .position(|&b| b == b'\t')
+                .ok_or_else(|| Error::Corrupt {
+                    what: path.display().to_string(),
+                    detail: "items line without a tab".into(),
+                })?;
             let place = std::str::from_utf8(&line[..tab])
                 .ok()
                 .and_then(|s| s.split_once(':'))
                 .and_then(|(source, line_no)| {
-                    Some(format!("{}:{line_no}", sources.get(source.parse::<usize>().ok()?)?))
+                    Some(format!(
+                        "{}:{line_no}",
+                        sources.get(source.parse::<usize>().ok()?)?
+                    ))
                 });
             let value = serde_json::from_slice(&line[tab + 1..]).map_err(|e| match &place {
                 // Items passed through unparsed are checked here, with their place in the input.
-                Some(place) => Error::InvalidJson { location: place.clone(), message: e.to_string() },
-                None => Error::Corrupt { what: path.display().to_string(), detail: e.to_string() },
+                Some(place) => Error::InvalidJson {
+                    location: place.clone(),
+                    message: e.to_string(),
+                },
+                None => Error::Corrupt {
+                    what: path.display().to_string(),
+                    detail: e.to_string(),
+                },
             })?;
-            Ok((line_start, place.map(|p| format!("{p}: ")).unwrap_or_default(), value))
+            Ok((
+                line_start,
+                place.map(|p| format!("{p}: ")).unwrap_or_default(),
+                value,
+            ))
         }))
 }
 
@@ -520,14 +538,20 @@ pub fn read_items_range(
 pub fn next_line_start(path: &Path, offset: u64) -> Result<u64> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
-    let len = file.metadata().map_err(|e| Error::io("reading", path, e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("reading", path, e))?
+        .len();
     if offset == 0 || offset >= len {
         return Ok(offset.min(len));
     }
-    file.seek(SeekFrom::Start(offset - 1)).map_err(|e| Error::io("reading", path, e))?;
+    file.seek(SeekFrom::Start(offset - 1))
+        .map_err(|e| Error::io("reading", path, e))?;
     let mut reader = BufReader::new(file);
     let mut skipped = Vec::new();
-    reader.read_until(b'\n', &mut skipped).map_err(|e| Error::io("reading", path, e))?;
+    reader
+        .read_until(b'\n', &mut skipped)
+        .map_err(|e| Error::io("reading", path, e))?;
     let _ = reader.read(&mut []);
     Ok((offset - 1 + skipped.len() as u64).min(len))
 }

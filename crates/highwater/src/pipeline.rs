@@ -14,9 +14,7 @@ use crate::extract::{extract, ExtractContext};
 use crate::incremental::Interval;
 use crate::naming::Naming;
 use crate::normalize::{normalize_items_file, Normalizer, TableFile};
-use crate::package::{
-    self, write_json_atomic, ItemsFormat, Package, PackageStore, Stage,
-};
+use crate::package::{self, write_json_atomic, ItemsFormat, Package, PackageStore, Stage};
 use crate::resource::{Hints, Resource, Source};
 use crate::schema::Schema;
 use crate::state;

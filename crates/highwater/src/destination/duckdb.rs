@@ -23,8 +23,12 @@ use crate::state::decode_from_destination;
 /// `HIGHWATER_LOCK_TIMEOUT` (seconds) says otherwise.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// DuckDB's memory limit unless `HIGHWATER_DUCKDB_MEMORY_LIMIT` says otherwise.
-const DEFAULT_MEMORY_LIMIT: &str = "192MB";
+/// DuckDB's memory limit for loads that only insert, and for loads that merge (the window and
+/// joins of a merge spill less with more), unless `HIGHWATER_DUCKDB_MEMORY_LIMIT` says otherwise.
+/// Bounded limits keep a large load within a few hundred MB: DuckDB writes the rows of a big
+/// transaction to the file (or spills) instead of holding them all.
+const INSERT_MEMORY_LIMIT: &str = "128MB";
+const MERGE_MEMORY_LIMIT: &str = "192MB";
 
 /// A DuckDB database file and the dataset (DuckDB schema) the pipeline loads into.
 pub struct DuckDbDestination {
@@ -107,23 +111,6 @@ impl DuckDbDestination {
             conn,
         };
         // Without the ICU extension (not bundled) DuckDB keeps TIMESTAMPTZ in UTC, as we want.
-        // A bounded memory limit keeps a large load within a few hundred MB: DuckDB writes the
-        // rows of a big transaction to the file (or spills) instead of holding them all.
-        let limit = std::env::var("HIGHWATER_DUCKDB_MEMORY_LIMIT")
-            .unwrap_or_else(|_| DEFAULT_MEMORY_LIMIT.into());
-        // SET takes no parameters: the setting is checked to be a plain size like "192MB".
-        if limit.is_empty()
-            || !limit
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ')
-        {
-            return Err(Error::Config(format!(
-                "HIGHWATER_DUCKDB_MEMORY_LIMIT={limit:?} is not a size such as \"512MB\""
-            )));
-        }
-        dest.conn
-            .execute_batch(&format!("SET memory_limit = '{limit}'"))
-            .map_err(|e| dest.err(format!("setting memory_limit to {limit:?}"), e))?;
         Ok(dest)
     }
 
@@ -139,6 +126,25 @@ impl DuckDbDestination {
         self.conn
             .execute_batch(sql)
             .map_err(|e| self.err(format!("{context} ({})", first_line(sql)), e))
+    }
+
+    fn set_memory_limit(&self, default: &str) -> Result<()> {
+        let limit =
+            std::env::var("HIGHWATER_DUCKDB_MEMORY_LIMIT").unwrap_or_else(|_| default.into());
+        // SET takes no parameters: the setting is checked to be a plain size like "192MB".
+        if limit.is_empty()
+            || !limit
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ' ')
+        {
+            return Err(Error::Config(format!(
+                "HIGHWATER_DUCKDB_MEMORY_LIMIT={limit:?} is not a size such as \"512MB\""
+            )));
+        }
+        self.exec(
+            &format!("SET memory_limit = '{limit}'"),
+            "setting memory_limit",
+        )
     }
 
     fn staging(&self) -> String {
@@ -314,9 +320,21 @@ impl DuckDbDestination {
             }
         }
         let mut staged_columns: std::collections::HashMap<String, Vec<String>> = Default::default();
+        // Staging keeps load order (merge keeps the last duplicate); final tables need not,
+        // which lets DuckDB insert with all its threads.
+        let mut ordered = None;
         for file in job.files {
             let path = job.files_dir.join(&file.file);
-            if merged.contains(file.table.as_str()) {
+            let staged = merged.contains(file.table.as_str());
+            if ordered != Some(staged) {
+                let setting = if staged { "true" } else { "false" };
+                self.exec(
+                    &format!("SET preserve_insertion_order = {setting}"),
+                    "setting insertion order",
+                )?;
+                ordered = Some(staged);
+            }
+            if staged {
                 if !staged_columns.contains_key(&file.table) {
                     let table = &schema.tables[&file.table];
                     let cols = self.ensure_table(&staging, table, false)?;
@@ -546,6 +564,17 @@ impl Destination for DuckDbDestination {
     }
 
     fn load(&mut self, job: &LoadJob<'_>) -> Result<()> {
+        let merging = job.files.iter().any(|f| {
+            job.schema
+                .tables
+                .get(job.schema.root_of(&f.table))
+                .is_some_and(|t| t.write_disposition == WriteDisposition::Merge)
+        });
+        self.set_memory_limit(if merging {
+            MERGE_MEMORY_LIMIT
+        } else {
+            INSERT_MEMORY_LIMIT
+        })?;
         self.exec("BEGIN TRANSACTION", "starting the load transaction")?;
         match self.load_in_transaction(job) {
             Ok(()) => {

@@ -99,7 +99,13 @@ impl<'a> Normalizer<'a> {
 
     /// A worker that writes files named `<table>.<worker>.<n>.parquet` and never changes
     /// `schema` (a copy of the main one): [`Self::push_item`] returns `false` instead.
-    pub fn frozen_worker(schema: &'a mut Schema, naming: Naming, load_id: &str, dir: &Path, worker: &str) -> Self {
+    pub fn frozen_worker(
+        schema: &'a mut Schema,
+        naming: Naming,
+        load_id: &str,
+        dir: &Path,
+        worker: &str,
+    ) -> Self {
         let mut normalizer = Normalizer::new(schema, naming, load_id, dir);
         normalizer.frozen = true;
         normalizer.file_prefix = format!("{worker}.");
@@ -238,7 +244,11 @@ impl<'a> Normalizer<'a> {
             Value::String(self.load_id.clone()),
         ));
         values.push((Arc::from("_dlt_id"), Value::String(row_id.clone())));
-        let mut rows = vec![PendingRow { table: root.to_string(), parent: None, values }];
+        let mut rows = vec![PendingRow {
+            table: root.to_string(),
+            parent: None,
+            values,
+        }];
         let root_id = settings.propagate_root_key.then_some(row_id.as_str());
         for (child, list) in lists {
             self.collect_list(
@@ -298,13 +308,20 @@ impl<'a> Normalizer<'a> {
                     if let Some(root_id) = root_id {
                         values.push(("_dlt_root_id".into(), Value::String(root_id.to_string())));
                     }
-                    values.push(("_dlt_parent_id".into(), Value::String(parent_id.to_string())));
+                    values.push((
+                        "_dlt_parent_id".into(),
+                        Value::String(parent_id.to_string()),
+                    ));
                     values.push(("_dlt_list_idx".into(), Value::from(idx as i64)));
                     values.push(("_dlt_id".into(), Value::String(id.clone())));
                     id
                 }
             };
-            rows.push(PendingRow { table: table.to_string(), parent: Some(parent.to_string()), values });
+            rows.push(PendingRow {
+                table: table.to_string(),
+                parent: Some(parent.to_string()),
+                values,
+            });
             for (child, list) in lists {
                 self.collect_list(rows, table, &child, list, &row_id, root_id, lvl - 1);
             }
@@ -326,7 +343,11 @@ impl<'a> Normalizer<'a> {
             let data_type = writer
                 .and_then(|w| w.lookup(column))
                 .map(|(_, t, _)| t)
-                .or_else(|| table.and_then(|t| t.columns.get(&**column)).map(|c| c.data_type));
+                .or_else(|| {
+                    table
+                        .and_then(|t| t.columns.get(&**column))
+                        .map(|c| c.data_type)
+                });
             match data_type {
                 Some(DataType::Text) if value.is_string() => true,
                 Some(t) => coerce::coerce_owned_ok(value, t).is_some(),

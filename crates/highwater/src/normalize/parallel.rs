@@ -52,7 +52,11 @@ pub(crate) fn normalize_items_file(
     files.extend(normalizer.end_segment()?);
 
     let base = normalizer.schema.clone();
-    let (naming, load_id, dir) = (normalizer.naming, normalizer.load_id.clone(), normalizer.dir.clone());
+    let (naming, load_id, dir) = (
+        normalizer.naming,
+        normalizer.load_id.clone(),
+        normalizer.dir.clone(),
+    );
     let ranges = [(head_end, middle, "w1"), (middle, len, "w2")];
     let results: Vec<Result<WorkerResult>> = std::thread::scope(|scope| {
         let handles: Vec<_> = ranges
@@ -61,7 +65,8 @@ pub(crate) fn normalize_items_file(
                 let mut schema = base.clone();
                 let (load_id, dir) = (load_id.clone(), dir.clone());
                 scope.spawn(move || -> Result<WorkerResult> {
-                    let mut worker = Normalizer::frozen_worker(&mut schema, naming, &load_id, &dir, name);
+                    let mut worker =
+                        Normalizer::frozen_worker(&mut schema, naming, &load_id, &dir, name);
                     let root = worker.prepare_root_frozen(root, spec)?;
                     let mut stopped_at = None;
                     let mut items = 0;
@@ -73,13 +78,23 @@ pub(crate) fn normalize_items_file(
                         }
                         items += 1;
                     }
-                    Ok(WorkerResult { files: worker.finish()?, stopped_at, items })
+                    Ok(WorkerResult {
+                        files: worker.finish()?,
+                        stopped_at,
+                        items,
+                    })
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(crate::error::Error::Config("a normalize worker panicked".into()))))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(crate::error::Error::Config(
+                        "a normalize worker panicked".into(),
+                    ))
+                })
+            })
             .collect()
     });
     for (result, &(_, end, _)) in results.into_iter().zip(&ranges) {

@@ -337,7 +337,10 @@ impl TableWriter {
     }
 
     fn open_file(&mut self, arrow_schema: Arc<ArrowSchema>, columns: Vec<String>) -> Result<()> {
-        let name = format!("{}.{}{}.parquet", self.table, self.file_prefix, self.next_file);
+        let name = format!(
+            "{}.{}{}.parquet",
+            self.table, self.file_prefix, self.next_file
+        );
         self.next_file += 1;
         let path = self.dir.join(&name);
         let file = File::create(&path).map_err(|e| Error::io("creating", &path, e))?;
