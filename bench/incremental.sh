@@ -74,8 +74,8 @@ for case in new unchanged; do
 done
 
 if [ -n "${DLT_PYTHON:-}" ]; then
-  dlt() { "$DLT_PYTHON" "$shared/bench/dlt_load.py" "$@" --incremental --format parquet --disposition merge; }
-  measure "dlt first run" dlt "$first" --workdir "$work/dlt-first"
-  measure "dlt second run (new)" dlt "$second" --workdir "$work/dlt-new" --restore-from "$work/dlt-first"
-  measure "dlt second run (unchanged)" dlt "$first" --workdir "$work/dlt-same" --restore-from "$work/dlt-first"
+  dlt=("$DLT_PYTHON" "$shared/bench/dlt_load.py" --incremental --format parquet --disposition merge)
+  measure "dlt first run" "${dlt[@]}" "$first" --workdir "$work/dlt-first" --keep
+  measure "dlt second run (new)" "${dlt[@]}" "$second" --workdir "$work/dlt-new" --restore-from "$work/dlt-first"
+  measure "dlt second run (unchanged)" "${dlt[@]}" "$first" --workdir "$work/dlt-same" --restore-from "$work/dlt-first"
 fi

@@ -175,12 +175,11 @@ pub(crate) fn extract(
                                     items: 0,
                                     spec: spec_base.clone(),
                                 });
-                                if disposition == WriteDisposition::Replace {
-                                    let normalized = (ctx.normalize_table)(&raw_table);
-                                    if !truncate_tables.contains(&normalized) {
-                                        truncate_tables.push(normalized);
-                                    }
-                                }
+                                replace_truncates(
+                                    &mut truncate_tables,
+                                    disposition,
+                                    (ctx.normalize_table)(&raw_table),
+                                );
                                 let path = dir.join("items").join(&file);
                                 let writer = ArrowItemsWriter::create(&path, batch.schema())?;
                                 arrow_outs
@@ -230,13 +229,12 @@ pub(crate) fn extract(
                         };
                         if !outs.contains_key(&raw_table) {
                             let out = new_jsonl_table(&dir, &mut tables, &raw_table, &spec_base)?;
-                            if disposition == WriteDisposition::Replace {
-                                let normalized = (ctx.normalize_table)(&raw_table);
-                                if !truncate_tables.contains(&normalized) {
-                                    truncate_tables.push(normalized);
-                                }
-                            }
                             outs.insert(raw_table.clone(), out);
+                            replace_truncates(
+                                &mut truncate_tables,
+                                disposition,
+                                (ctx.normalize_table)(&raw_table),
+                            );
                         }
                         let idx = source_index_of(&mut sources, &mut source_index, &file);
                         if let Some(out) = outs.get_mut(&raw_table) {
@@ -276,13 +274,12 @@ pub(crate) fn extract(
                 };
                 if !outs.contains_key(&raw_table) {
                     let out = new_jsonl_table(&dir, &mut tables, &raw_table, &spec_base)?;
-                    if disposition == WriteDisposition::Replace {
-                        let normalized = (ctx.normalize_table)(&raw_table);
-                        if !truncate_tables.contains(&normalized) {
-                            truncate_tables.push(normalized);
-                        }
-                    }
                     outs.insert(raw_table.clone(), out);
+                    replace_truncates(
+                        &mut truncate_tables,
+                        disposition,
+                        (ctx.normalize_table)(&raw_table),
+                    );
                 }
                 let loc = location.map(|(file, line)| {
                     (
@@ -363,6 +360,18 @@ pub(crate) fn extract(
         manifest,
         items: total_items,
     })
+}
+
+/// A table of a `replace` resource is emptied before the load, even when this run brings no rows
+/// for some of its child tables.
+fn replace_truncates(
+    truncate_tables: &mut Vec<String>,
+    disposition: WriteDisposition,
+    table: String,
+) {
+    if disposition == WriteDisposition::Replace && !truncate_tables.contains(&table) {
+        truncate_tables.push(table);
+    }
 }
 
 /// Starts the items file of a new JSON table.

@@ -28,7 +28,7 @@ const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bounded limits keep a large load within a few hundred MB: DuckDB writes the rows of a big
 /// transaction to the file (or spills) instead of holding them all.
 const INSERT_MEMORY_LIMIT: &str = "128MB";
-const MERGE_MEMORY_LIMIT: &str = "192MB";
+const MERGE_MEMORY_LIMIT: &str = "160MB";
 
 /// A DuckDB database file and the dataset (DuckDB schema) the pipeline loads into.
 pub struct DuckDbDestination {

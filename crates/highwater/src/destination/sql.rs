@@ -24,6 +24,24 @@ pub fn column_list<'a>(columns: impl IntoIterator<Item = &'a str>) -> String {
         .join(", ")
 }
 
+/// `s."a", s."b"`: the staging side of a MERGE insert.
+fn staged_values(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("s.{}", quote(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `"a" = s."a", …`: the update of a MERGE.
+fn update_set(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("{0} = s.{0}", quote(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The condition that keeps rows not flagged deleted by the `hard_delete` column.
 fn not_deleted(table: &Table, alias: &str) -> Option<String> {
     let column = table.columns.values().find(|c| c.hard_delete)?;
@@ -209,12 +227,7 @@ pub fn upsert(
         .collect::<Vec<_>>()
         .join(" AND ");
     let cols = column_list(root.columns.iter().map(String::as_str));
-    let values = root
-        .columns
-        .iter()
-        .map(|c| format!("s.{}", quote(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let values = staged_values(&root.columns);
     let deleted_col = root.table.columns.values().find(|c| c.hard_delete);
     let is_deleted = deleted_col.map(|c| {
         if c.data_type == DataType::Bool {
@@ -229,12 +242,7 @@ pub fn upsert(
         if let Some(deleted) = &is_deleted {
             merge.push_str(&format!(" WHEN MATCHED AND {deleted} THEN DELETE"));
         }
-        let set = root
-            .columns
-            .iter()
-            .map(|c| format!("{0} = s.{0}", quote(c)))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let set = update_set(&root.columns);
         merge.push_str(&format!(" WHEN MATCHED THEN UPDATE SET {set}"));
     }
     let insert_cond = match &is_deleted {
@@ -249,20 +257,10 @@ pub fn upsert(
         let final_child = qualified(dataset, &child.table.name);
         let stage_child = qualified(staging, &child.table.name);
         let cols = column_list(child.columns.iter().map(String::as_str));
-        let values = child
-            .columns
-            .iter()
-            .map(|c| format!("s.{}", quote(c)))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let values = staged_values(&child.columns);
         let mut merge = format!("MERGE INTO {final_child} AS d USING {stage_child} AS s ON d.\"_dlt_id\" = s.\"_dlt_id\"");
         if !insert_only {
-            let set = child
-                .columns
-                .iter()
-                .map(|c| format!("{0} = s.{0}", quote(c)))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let set = update_set(&child.columns);
             merge.push_str(&format!(" WHEN MATCHED THEN UPDATE SET {set}"));
         }
         merge.push_str(&format!(
