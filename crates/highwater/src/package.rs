@@ -275,6 +275,20 @@ impl PackageStore {
         Ok(packages)
     }
 
+    /// Keeps the data files of the newest `keep` loaded packages; older ones keep only their
+    /// manifest, schema and file list (a load's data lives in the destination, not here).
+    pub fn prune_loaded(&self, keep: usize) -> Result<()> {
+        let mut ids = list_dir(&self.stage_dir(Stage::Loaded))?;
+        ids.sort();
+        let old = ids.len().saturating_sub(keep);
+        for id in &ids[..old] {
+            let dir = self.dir(Stage::Loaded, id);
+            remove_dir_if_exists(&dir.join("tables"))?;
+            remove_dir_if_exists(&dir.join("items"))?;
+        }
+        Ok(())
+    }
+
     /// Load ids of packages not yet loaded (for `info`).
     pub fn pending_ids(&self) -> Result<Vec<String>> {
         let mut ids = Vec::new();

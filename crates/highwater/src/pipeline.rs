@@ -19,6 +19,9 @@ use crate::resource::{Hints, Resource, Source};
 use crate::schema::Schema;
 use crate::state;
 
+/// Loaded packages whose files are kept for inspection; older ones keep only their metadata.
+const LOADED_PACKAGES_KEPT: usize = 3;
+
 /// What a run reports as it goes, for progress bars and log lines.
 #[derive(Debug, Clone)]
 pub enum ProgressEvent {
@@ -600,6 +603,7 @@ impl Pipeline {
             }
         }
         package.move_to(Stage::Loaded)?;
+        PackageStore::new(&self.working_dir).prune_loaded(LOADED_PACKAGES_KEPT)?;
         let mut rows = 0;
         for file in &files {
             *info.tables.entry(file.table.clone()).or_insert(0) += file.rows;

@@ -338,3 +338,24 @@ fn scd2_is_refused_until_it_is_built() {
     let err = pipeline(dir.path(), "scd2").run(r).unwrap_err().to_string();
     assert!(err.contains("scd2"), "{err}");
 }
+
+#[test]
+fn old_loaded_packages_keep_only_their_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "prune");
+    for i in 0..5 {
+        p.run(Resource::from_items("t", vec![json!({"i": i})]))
+            .unwrap();
+    }
+    let loaded = dir.path().join("work/packages/loaded");
+    let mut ids: Vec<_> = std::fs::read_dir(&loaded)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 5);
+    for (i, id) in ids.iter().enumerate() {
+        assert!(id.join("manifest.json").exists());
+        assert_eq!(id.join("tables").exists(), i >= 2, "{}", id.display());
+    }
+}
