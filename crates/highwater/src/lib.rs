@@ -23,6 +23,8 @@
 //! # Ok::<(), highwater::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub use arrow;
 
 pub mod destination;
