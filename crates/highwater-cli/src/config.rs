@@ -102,6 +102,74 @@ pub struct SourceConfig {
     /// Files: skip files already loaded (same path and modification time).
     #[serde(default)]
     pub skip_loaded_files: bool,
+    /// REST: the first URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// REST: query parameters (`{incremental.start_value}`, `{incremental.end_value}`).
+    #[serde(default)]
+    pub params: IndexMap<String, toml::Value>,
+    /// REST: request headers.
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// REST: `{ type = "bearer", token = "{secrets.NAME}" }`.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// REST: JSONPath to the records.
+    #[serde(default)]
+    pub data_selector: Option<String>,
+    /// REST: how to find the next page.
+    #[serde(default)]
+    pub paginator: Option<PaginatorConfig>,
+}
+
+/// `auth = { type = "bearer", token = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Only `bearer`.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// The token, usually `{secrets.NAME}`.
+    pub token: String,
+}
+
+/// `paginator = { type = "...", ... }` (dlt's names).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaginatorConfig {
+    /// json_link | header_link | offset | page_number | cursor | single_page.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// json_link: JSONPath of the next URL.
+    #[serde(default)]
+    pub next_url_path: Option<String>,
+    /// offset: page size.
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// offset: first offset.
+    #[serde(default)]
+    pub offset: Option<u64>,
+    /// offset: name of the offset parameter.
+    #[serde(default)]
+    pub offset_param: Option<String>,
+    /// offset: name of the limit parameter.
+    #[serde(default)]
+    pub limit_param: Option<String>,
+    /// offset / page_number: JSONPath of the total (items / pages).
+    #[serde(default)]
+    pub total_path: Option<String>,
+    /// page_number: first page.
+    #[serde(default)]
+    pub base_page: Option<u64>,
+    /// page_number: name of the page parameter.
+    #[serde(default)]
+    pub page_param: Option<String>,
+    /// cursor: JSONPath of the next cursor.
+    #[serde(default)]
+    pub cursor_path: Option<String>,
+    /// cursor: name of the cursor parameter.
+    #[serde(default)]
+    pub cursor_param: Option<String>,
 }
 
 /// `[resources.incremental]`.
@@ -226,6 +294,47 @@ impl LoadedConfig {
         } else {
             self.base.join(p)
         }
+    }
+}
+
+impl LoadedConfig {
+    /// Replaces `{secrets.NAME}` with `NAME` from `secrets.toml` beside the pipeline file, else
+    /// from the environment variable `NAME` upper-cased. Errors name the secret, never a value.
+    pub fn resolve_secrets(&self, text: &str) -> Result<String> {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("{secrets.") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + "{secrets.".len()..];
+            let end = after.find('}').ok_or_else(|| {
+                anyhow!("{}: unclosed {{secrets. placeholder", self.path.display())
+            })?;
+            let name = &after[..end];
+            out.push_str(&self.secret(name)?);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn secret(&self, name: &str) -> Result<String> {
+        let file = self.base.join("secrets.toml");
+        if file.exists() {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|e| anyhow!("{}: {}", file.display(), e.message()))?;
+            if let Some(value) = table.get(name).and_then(toml::Value::as_str) {
+                return Ok(value.to_string());
+            }
+        }
+        std::env::var(name.to_uppercase()).map_err(|_| {
+            anyhow!(
+                "{}: secret {name:?} is not set: add it to secrets.toml beside the pipeline file or set the environment variable {}",
+                self.path.display(),
+                name.to_uppercase()
+            )
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! library API, so the command and the library share one implementation of each semantic.
 
 pub mod files;
+pub mod rest_api;
 
 use anyhow::{anyhow, bail, Result};
 use highwater::{
@@ -25,8 +26,13 @@ fn build_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource>
         config,
         "kind",
         &r.source.kind,
-        &["jsonl", "json", "csv", "parquet"],
+        &["jsonl", "json", "csv", "parquet", "rest_api"],
     )?;
+    if kind == "rest_api" {
+        let resource = rest_api::rest_resource(&r.name, rest_config(config, r)?)
+            .with_hints(build_hints(config, r)?);
+        return with_incremental(config, r, resource);
+    }
     let path = r.source.path.as_deref().ok_or_else(|| {
         anyhow!(
             "{}: resource {}: source kind {kind:?} needs a path",
@@ -40,13 +46,22 @@ fn build_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource>
         "parquet" => files::FileFormat::Parquet,
         _ => files::FileFormat::Json,
     };
-    let mut resource = files::file_resource(
+    let resource = files::file_resource(
         &r.name,
         config.resolve(path),
         format,
         r.source.skip_loaded_files,
     )
     .with_hints(build_hints(config, r)?);
+    with_incremental(config, r, resource)
+}
+
+/// Attaches the `[resources.incremental]` table.
+fn with_incremental(
+    config: &LoadedConfig,
+    r: &ResourceConfig,
+    mut resource: Resource,
+) -> Result<Resource> {
     if let Some(inc) = &r.incremental {
         let mut incremental = Incremental::new(&inc.cursor_path)
             .map_err(|e| anyhow!("{}: resource {}: {e}", config.path.display(), r.name))?;
@@ -114,6 +129,87 @@ fn build_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource>
         resource = resource.incremental(incremental);
     }
     Ok(resource)
+}
+
+/// The `rest_api` keys of `[resources.source]`, secrets resolved.
+fn rest_config(config: &LoadedConfig, r: &ResourceConfig) -> Result<rest_api::RestApi> {
+    use highwater::incremental::CursorPath;
+    let src = &r.source;
+    let at = config.at(&src.kind);
+    let path =
+        |p: &str| CursorPath::parse(p).map_err(|e| anyhow!("{at}: resource {}: {e}", r.name));
+    let url = config.resolve_secrets(
+        src.url
+            .as_deref()
+            .ok_or_else(|| anyhow!("{at}: resource {}: rest_api needs a url", r.name))?,
+    )?;
+    let mut params = indexmap::IndexMap::new();
+    for (k, v) in &src.params {
+        let text = match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        params.insert(k.clone(), config.resolve_secrets(&text)?);
+    }
+    let mut headers = indexmap::IndexMap::new();
+    for (k, v) in &src.headers {
+        headers.insert(k.clone(), config.resolve_secrets(v)?);
+    }
+    let bearer = match &src.auth {
+        Some(auth) => {
+            choice(config, "auth type", &auth.kind, &["bearer"])?;
+            Some(config.resolve_secrets(&auth.token)?)
+        }
+        None => None,
+    };
+    let paginator = match &src.paginator {
+        None => rest_api::Paginator::SinglePage,
+        Some(p) => match choice(
+            config,
+            "paginator type",
+            &p.kind,
+            &[
+                "json_link",
+                "header_link",
+                "offset",
+                "page_number",
+                "cursor",
+                "single_page",
+            ],
+        )? {
+            "json_link" => rest_api::Paginator::JsonLink {
+                next_url_path: path(p.next_url_path.as_deref().unwrap_or("next"))?,
+            },
+            "header_link" => rest_api::Paginator::HeaderLink,
+            "offset" => rest_api::Paginator::Offset {
+                limit: p.limit.ok_or_else(|| {
+                    anyhow!("{}: the offset paginator needs a limit", config.at(&p.kind))
+                })?,
+                offset: p.offset.unwrap_or(0),
+                offset_param: p.offset_param.clone().unwrap_or_else(|| "offset".into()),
+                limit_param: p.limit_param.clone().unwrap_or_else(|| "limit".into()),
+                total_path: p.total_path.as_deref().map(path).transpose()?,
+            },
+            "page_number" => rest_api::Paginator::PageNumber {
+                base_page: p.base_page.unwrap_or(0),
+                page_param: p.page_param.clone().unwrap_or_else(|| "page".into()),
+                total_path: p.total_path.as_deref().map(path).transpose()?,
+            },
+            "cursor" => rest_api::Paginator::Cursor {
+                cursor_path: path(p.cursor_path.as_deref().unwrap_or("cursors.next"))?,
+                cursor_param: p.cursor_param.clone().unwrap_or_else(|| "cursor".into()),
+            },
+            _ => rest_api::Paginator::SinglePage,
+        },
+    };
+    Ok(rest_api::RestApi {
+        url,
+        params,
+        headers,
+        bearer,
+        data_selector: src.data_selector.as_deref().map(path).transpose()?,
+        paginator,
+    })
 }
 
 fn build_hints(config: &LoadedConfig, r: &ResourceConfig) -> Result<Hints> {
