@@ -35,6 +35,42 @@ pub struct DuckDbDestination {
     path: PathBuf,
     dataset: String,
     conn: Connection,
+    /// Held while the connection is open: highwater processes take turns on the file (DuckDB
+    /// allows one writing process), and a new file is never opened half-created by another.
+    _file_lock: std::fs::File,
+}
+
+/// Takes the lock `<database>.lock` beside the database file, waiting up to `timeout`.
+fn lock_beside(path: &Path, timeout: Duration) -> Result<std::fs::File> {
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io("opening lock", &lock_path, e))?;
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if started.elapsed() >= timeout {
+                    return Err(Error::Destination {
+                        destination: path.display().to_string(),
+                        context: format!(
+                            "another highwater process kept the database busy for {:.0} s (HIGHWATER_LOCK_TIMEOUT)",
+                            timeout.as_secs_f64()
+                        ),
+                        source: "lock timeout".into(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io("locking", &lock_path, e))
+            }
+        }
+    }
 }
 
 /// The DuckDB type of a column.
@@ -75,6 +111,7 @@ impl DuckDbDestination {
         }
         let timeout = lock_timeout();
         let started = Instant::now();
+        let file_lock = lock_beside(path, timeout)?;
         let mut announced = false;
         let conn = loop {
             match Connection::open(path) {
@@ -109,6 +146,7 @@ impl DuckDbDestination {
             path: path.to_path_buf(),
             dataset: dataset.to_string(),
             conn,
+            _file_lock: file_lock,
         };
         // Without the ICU extension (not bundled) DuckDB keeps TIMESTAMPTZ in UTC, as we want.
         Ok(dest)
