@@ -32,6 +32,7 @@ mod error;
 mod extract;
 pub mod hash;
 pub mod incremental;
+mod lock;
 pub mod naming;
 pub mod normalize;
 pub mod package;

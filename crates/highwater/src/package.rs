@@ -11,7 +11,7 @@
 //! ```
 //! A package whose lock can be taken belongs to no running process and may be recovered.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -175,19 +175,7 @@ impl PackageStore {
     }
 
     fn try_lock(&self, load_id: &str) -> Result<Option<File>> {
-        let path = self.lock_path(load_id);
-        create_dir_all(path.parent().unwrap_or(&self.root))?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io("opening lock", &path, e))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("locking", &path, e)),
-        }
+        crate::lock::try_lock_file(&self.lock_path(load_id))
     }
 
     /// A new, unique load id (a Unix timestamp with 7 decimals, as dlt's), and its package in `new/`.

@@ -1,7 +1,7 @@
 //! The pipeline: a working directory, a destination and a dataset; `run` = recover pending
 //! packages → extract → normalize → load, each stage leaving its output on disk.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -491,20 +491,10 @@ impl Pipeline {
     /// Takes the pipeline lock, refusing when another state-writing run holds it.
     fn lock(&self) -> Result<File> {
         let path = self.working_dir.join("pipeline.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io("opening lock", &path, e))?;
-        match file.try_lock() {
-            Ok(()) => Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
-                pipeline: self.name.clone(),
-                path,
-            }),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("locking", &path, e)),
-        }
+        crate::lock::try_lock_file(&path)?.ok_or(Error::Locked {
+            pipeline: self.name.clone(),
+            path,
+        })
     }
 
     /// The local state, restored from the destination when the working directory is new.

@@ -43,33 +43,22 @@ pub struct DuckDbDestination {
 /// Takes the lock `<database>.lock` beside the database file, waiting up to `timeout`.
 fn lock_beside(path: &Path, timeout: Duration) -> Result<std::fs::File> {
     let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io("opening lock", &lock_path, e))?;
     let started = Instant::now();
     loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                if started.elapsed() >= timeout {
-                    return Err(Error::Destination {
-                        destination: path.display().to_string(),
-                        context: format!(
-                            "another highwater process kept the database busy for {:.0} s (HIGHWATER_LOCK_TIMEOUT)",
-                            timeout.as_secs_f64()
-                        ),
-                        source: "lock timeout".into(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::io("locking", &lock_path, e))
-            }
+        if let Some(file) = crate::lock::try_lock_file(&lock_path)? {
+            return Ok(file);
         }
+        if started.elapsed() >= timeout {
+            return Err(Error::Destination {
+                destination: path.display().to_string(),
+                context: format!(
+                    "another highwater process kept the database busy for {:.0} s (HIGHWATER_LOCK_TIMEOUT)",
+                    timeout.as_secs_f64()
+                ),
+                source: "lock timeout".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
 
