@@ -318,9 +318,11 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let p = Project::new(PIPELINE);
     p.write_data("a.jsonl", &batch);
     for delay_ms in [20u64, 60, 120, 250, 400] {
+        // The parallel normalizer runs here (files of 1000+ items); kills land in its workers too.
         let mut child = highwater()
             .current_dir(p.dir.path())
             .args(["run", "pipeline.toml", "--progress", "none"])
+            .env("HIGHWATER_PARALLEL_MIN_ITEMS", "1000")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
