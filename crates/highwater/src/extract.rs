@@ -194,39 +194,51 @@ pub(crate) fn extract(
                     Vec::new()
                 }
                 Item::RawJson { bytes, file, line } => {
-                    let passthrough = incremental.is_none()
-                        && !matches!(hints.table_name, Some(TableName::Dynamic(_)));
-                    let plainly_out_of_range = incremental.as_ref().is_some_and(|run| {
-                        run.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .prefilter(&bytes)
-                    });
-                    if plainly_out_of_range {
-                        // Only the cursor was read: rows already loaded cost a scan.
-                        items += 1;
-                        let stop = incremental.as_ref().is_some_and(|run| {
-                            run.lock().unwrap_or_else(|p| p.into_inner()).should_stop()
-                        });
-                        if stop {
-                            break 'pull;
+                    let dynamic = matches!(hints.table_name, Some(TableName::Dynamic(_)));
+                    // Whether the row is written as it came (its text untouched, parsed once by
+                    // normalize): always without an incremental, and with one when its cursor and
+                    // dedup key could be read from the text alone.
+                    let mut write_as_is = incremental.is_none() && !dynamic;
+                    if let Some(run) = &incremental {
+                        let mut run = run.lock().unwrap_or_else(|p| p.into_inner());
+                        let probe = if run.prefilter(&bytes) {
+                            // Only the cursor was read: rows already loaded cost a scan.
+                            None
+                        } else if dynamic {
+                            Some(None)
+                        } else {
+                            Some(run.probe_row(&bytes))
+                        };
+                        match probe {
+                            None => {
+                                items += 1;
+                                if run.should_stop() {
+                                    break 'pull;
+                                }
+                                continue 'pull;
+                            }
+                            Some(Some(fields)) => {
+                                items += 1;
+                                let verdict = run.filter(&fields, &format!("{file}:{line}: "))?;
+                                if verdict == Verdict::Drop {
+                                    if run.should_stop() {
+                                        break 'pull;
+                                    }
+                                    continue 'pull;
+                                }
+                                write_as_is = true;
+                            }
+                            Some(None) => {}
                         }
-                        continue 'pull;
                     }
-                    if !passthrough {
-                        let value =
-                            serde_json::from_slice(&bytes).map_err(|e| Error::InvalidJson {
-                                location: format!("{file}:{line}"),
-                                message: e.to_string(),
-                            })?;
-                        vec![(value, Some((file, line)))]
-                    } else {
-                        // Nothing to look at inside: the text goes to the package as it is and is
-                        // parsed (and checked) once, by normalize.
-                        items += 1;
+                    if write_as_is {
                         let raw_table = match &hints.table_name {
                             Some(TableName::Static(name)) => name.clone(),
                             _ => resource.name.clone(),
                         };
+                        if incremental.is_none() {
+                            items += 1;
+                        }
                         if !outs.contains_key(&raw_table) {
                             let out = new_jsonl_table(&dir, &mut tables, &raw_table, &spec_base)?;
                             outs.insert(raw_table.clone(), out);
@@ -242,7 +254,20 @@ pub(crate) fn extract(
                             tables[out.index].items += 1;
                         }
                         kept += 1;
+                        let stop = incremental.as_ref().is_some_and(|run| {
+                            run.lock().unwrap_or_else(|p| p.into_inner()).should_stop()
+                        });
+                        if stop {
+                            break 'pull;
+                        }
                         Vec::new()
+                    } else {
+                        let value =
+                            serde_json::from_slice(&bytes).map_err(|e| Error::InvalidJson {
+                                location: format!("{file}:{line}"),
+                                message: e.to_string(),
+                            })?;
+                        vec![(value, Some((file, line)))]
                     }
                 }
                 Item::Json(value) => vec![(value, None)],

@@ -649,6 +649,30 @@ impl IncrementalRun {
         false
     }
 
+    /// The fields [`Self::filter`] needs (the cursor, and the dedup key when dedup is on) read
+    /// from the JSON text alone, as a small object; `None` when they cannot be read that way
+    /// (nested cursor, whole-row hashing, custom function, cursor not found or malformed text),
+    /// and the caller parses the row.
+    pub(crate) fn probe_row(&self, json: &[u8]) -> Option<Value> {
+        if matches!(self.config.last_value_func, LastValueFunc::Custom(_)) {
+            return None;
+        }
+        let cursor = self.config.cursor_path.single_field()?;
+        let key: &[String] = if self.dedup {
+            self.dedup_key.as_deref()?
+        } else {
+            &[]
+        };
+        let mut fields = Map::new();
+        fields.insert(cursor.to_string(), probe::probe_field(json, cursor)?);
+        for k in key {
+            if let Some(v) = probe::probe_field(json, k) {
+                fields.insert(k.clone(), v);
+            }
+        }
+        Some(Value::Object(fields))
+    }
+
     /// The boundary hash of a row: its dedup key, or its whole content without a key.
     fn row_hash(&self, item: &Value, location: &str) -> Result<String> {
         let mut canonical = String::new();
