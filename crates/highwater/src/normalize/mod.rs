@@ -63,6 +63,10 @@ pub struct Normalizer<'a> {
     /// Column names by (prefix, raw key): each key is normalized once per package.
     names: foldhash::HashMap<Arc<str>, foldhash::HashMap<String, Arc<str>>>,
     root_prefix: Arc<str>,
+    /// Which key first gave each column name, to notice two keys sharing one name.
+    name_sources: foldhash::HashMap<Arc<str>, (Arc<str>, String)>,
+    /// Column names given by more than one key.
+    collisions: foldhash::HashSet<Arc<str>>,
     /// A worker on a copy of the schema: items that would change it are left to the main one.
     frozen: bool,
     /// Prefix of this normalizer's file names, so parallel workers never share a file.
@@ -92,6 +96,8 @@ impl<'a> Normalizer<'a> {
             specs: HashMap::new(),
             names: foldhash::HashMap::default(),
             root_prefix: Arc::from(""),
+            name_sources: foldhash::HashMap::default(),
+            collisions: foldhash::HashSet::default(),
             frozen: false,
             file_prefix: String::new(),
         }
@@ -382,6 +388,10 @@ impl<'a> Normalizer<'a> {
                 }
             }
         }
+        if !self.collisions.is_empty() {
+            keep_last_of_each_name(&mut values, |name| self.collisions.contains(name));
+            keep_last_of_each_name(&mut lists, |_| true);
+        }
         (values, lists)
     }
 
@@ -396,6 +406,18 @@ impl<'a> Normalizer<'a> {
         } else {
             Arc::from(self.naming.shorten_fragments(&[prefix, &norm_key]))
         };
+        // Two different keys with one name (`userId`, `user_id`): the row keeps the last value.
+        match self.name_sources.get(&name) {
+            Some((p, k)) if !(p == prefix && k == key) => {
+                self.collisions.insert(name.clone());
+            }
+            Some(_) => {}
+            None if self.name_sources.len() < 100_000 => {
+                self.name_sources
+                    .insert(name.clone(), (prefix.clone(), key.to_string()));
+            }
+            None => {}
+        }
         let per_prefix = self.names.entry(prefix.clone()).or_default();
         if per_prefix.len() < 10_000 {
             per_prefix.insert(key.to_string(), name.clone());
@@ -669,6 +691,28 @@ fn beyond_64_bits(value: &Value, column_type: DataType) -> bool {
             }
             _ => false,
         }
+}
+
+/// As a Python dict does when a key is assigned twice: the first position, the last value.
+fn keep_last_of_each_name<K: AsRef<str>, V>(
+    entries: &mut Vec<(K, V)>,
+    may_repeat: impl Fn(&str) -> bool,
+) {
+    let mut i = 0;
+    while i < entries.len() {
+        if may_repeat(entries[i].0.as_ref()) {
+            let mut j = i + 1;
+            while j < entries.len() {
+                if entries[j].0.as_ref() == entries[i].0.as_ref() {
+                    let (_, later) = entries.remove(j);
+                    entries[i].1 = later;
+                } else {
+                    j += 1;
+                }
+            }
+        }
+        i += 1;
+    }
 }
 
 /// A user-supplied non-empty `_dlt_id` is kept (dlt then adds no id columns of its own).

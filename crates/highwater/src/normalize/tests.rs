@@ -221,3 +221,31 @@ fn lists_of_lists_and_nesting_limit() {
         DataType::Json
     );
 }
+
+#[test]
+fn keys_with_one_name_keep_the_last_value_like_a_python_dict() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut schema = Schema::new("p");
+    let mut n = Normalizer::new(&mut schema, Naming::default(), "1", dir.path());
+    let root = n
+        .prepare_root("t", &spec(WriteDisposition::Append, &[]))
+        .unwrap();
+    n.push_item(
+        &root,
+        json!({"userId": 1, "x": 0, "user_id": 2, "tagList": [1], "tag_list": [2, 3]}),
+        "",
+    )
+    .unwrap();
+    let files = n.finish().unwrap();
+    assert_eq!(
+        columns(&schema, "t"),
+        ["user_id", "x", "_dlt_load_id", "_dlt_id"]
+    );
+    let rows = read_rows(dir.path(), &files, "t");
+    assert_eq!(rows[0]["user_id"].as_deref(), Some("2"));
+    assert_eq!(
+        read_rows(dir.path(), &files, "t__tag_list").len(),
+        2,
+        "the later list wins"
+    );
+}
