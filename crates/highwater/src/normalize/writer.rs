@@ -281,33 +281,21 @@ impl TableWriter {
             .zip(&self.types)
             .map(|(name, t)| Field::new(name, arrow_type(*t), true))
             .collect();
-        let arrow_schema = Arc::new(ArrowSchema::new(fields));
-        if self
-            .open
-            .as_ref()
-            .is_some_and(|open| open.arrow_schema != arrow_schema)
-        {
-            self.close_file()?;
-        }
-        if self.open.is_none() {
-            self.open_file(arrow_schema.clone(), self.names.clone())?;
-        }
         let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
-        let batch =
-            RecordBatch::try_new(arrow_schema, arrays).map_err(|e| columnar_error(&self.dir, e))?;
-        if let Some(open) = &mut self.open {
-            open.writer
-                .write(&batch)
-                .map_err(|e| columnar_error(&self.dir.join(&open.file.file), e))?;
-            open.file.rows += self.rows as u64;
-        }
+        let batch = RecordBatch::try_new(Arc::new(ArrowSchema::new(fields)), arrays)
+            .map_err(|e| columnar_error(&self.dir, e))?;
         self.rows = 0;
-        Ok(())
+        self.append(&batch)
     }
 
     /// Writes a ready batch (Arrow items): buffered rows go first, then the batch, in order.
     pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         self.flush()?;
+        self.append(batch)
+    }
+
+    /// Appends a batch to the current file, starting a new file when the columns differ.
+    fn append(&mut self, batch: &RecordBatch) -> Result<()> {
         let arrow_schema = batch.schema();
         if self
             .open
@@ -317,15 +305,12 @@ impl TableWriter {
             self.close_file()?;
         }
         if self.open.is_none() {
-            self.open_file(
-                arrow_schema.clone(),
-                batch
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .collect(),
-            )?;
+            let columns = arrow_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            self.open_file(arrow_schema, columns)?;
         }
         if let Some(open) = &mut self.open {
             open.writer
