@@ -239,9 +239,7 @@ pub(crate) fn extract(
                         if incremental.is_none() {
                             items += 1;
                         }
-                        if !outs.contains_key(&raw_table) {
-                            let out = new_jsonl_table(&dir, &mut tables, &raw_table, &spec_base)?;
-                            outs.insert(raw_table.clone(), out);
+                        if open_jsonl_table(&mut outs, &mut tables, &dir, &raw_table, &spec_base)? {
                             replace_truncates(
                                 &mut truncate_tables,
                                 disposition,
@@ -297,9 +295,7 @@ pub(crate) fn extract(
                         other => other,
                     })?,
                 };
-                if !outs.contains_key(&raw_table) {
-                    let out = new_jsonl_table(&dir, &mut tables, &raw_table, &spec_base)?;
-                    outs.insert(raw_table.clone(), out);
+                if open_jsonl_table(&mut outs, &mut tables, &dir, &raw_table, &spec_base)? {
                     replace_truncates(
                         &mut truncate_tables,
                         disposition,
@@ -399,13 +395,17 @@ fn replace_truncates(
     }
 }
 
-/// Starts the items file of a new JSON table.
-fn new_jsonl_table(
-    dir: &std::path::Path,
+/// Starts the items file of a JSON table unless it is open already; returns whether it is new.
+fn open_jsonl_table(
+    outs: &mut HashMap<String, TableOut>,
     tables: &mut Vec<ExtractedTable>,
+    dir: &std::path::Path,
     raw_table: &str,
     spec: &TableSpec,
-) -> Result<TableOut> {
+) -> Result<bool> {
+    if outs.contains_key(raw_table) {
+        return Ok(false);
+    }
     let index = tables.len();
     let file = format!("{index}.jsonl");
     tables.push(ExtractedTable {
@@ -416,7 +416,8 @@ fn new_jsonl_table(
         spec: spec.clone(),
     });
     let writer = ItemsWriter::create(&dir.join("items").join(&file))?;
-    Ok(TableOut { writer, index })
+    outs.insert(raw_table.to_string(), TableOut { writer, index });
+    Ok(true)
 }
 
 /// The index of `file` in the manifest's list of input files (added when new).

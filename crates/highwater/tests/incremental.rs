@@ -9,20 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use highwater::{
-    DestinationConfig, Hints, Incremental, Interval, Item, OnCursorMissing, Pipeline, Refresh,
-    Resource, RowOrder, RunOptions, WriteDisposition,
+    Hints, Incremental, Interval, Item, OnCursorMissing, Pipeline, Refresh, Resource, RowOrder,
+    RunOptions, WriteDisposition,
 };
 use serde_json::{json, Value};
 
 fn pipeline(dir: &Path) -> Pipeline {
-    Pipeline::builder("inc")
-        .dataset("data")
-        .destination(DestinationConfig::DuckDb {
-            path: dir.join("db.duckdb"),
-        })
-        .working_dir(dir.join("work"))
-        .build()
-        .unwrap()
+    common::pipeline(dir, "inc")
 }
 
 fn count(dir: &Path, sql: &str) -> i64 {

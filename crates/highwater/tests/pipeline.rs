@@ -5,22 +5,10 @@ mod common;
 use std::path::Path;
 use std::sync::mpsc;
 
-use highwater::{
-    DestinationConfig, Error, Hints, Incremental, Item, Pipeline, Resource, RunOptions, Source,
-    WriteDisposition,
-};
+use highwater::{Error, Hints, Incremental, Item, Resource, RunOptions, Source, WriteDisposition};
 use serde_json::{json, Value};
 
-fn pipeline(dir: &Path, name: &str) -> Pipeline {
-    Pipeline::builder(name)
-        .dataset("data")
-        .destination(DestinationConfig::DuckDb {
-            path: dir.join("db.duckdb"),
-        })
-        .working_dir(dir.join("work"))
-        .build()
-        .unwrap()
-}
+use common::pipeline;
 
 fn rows(dir: &Path, sql: &str) -> Vec<Vec<Value>> {
     let conn = common::open(&dir.join("db.duckdb"));

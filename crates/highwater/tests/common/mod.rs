@@ -15,6 +15,18 @@ pub struct TableDump {
     pub rows: Vec<Map<String, Value>>,
 }
 
+/// A pipeline named `name` loading into `dir/db.duckdb` (dataset `data`), working in `dir/work`.
+pub fn pipeline(dir: &Path, name: &str) -> highwater::Pipeline {
+    highwater::Pipeline::builder(name)
+        .dataset("data")
+        .destination(highwater::DestinationConfig::DuckDb {
+            path: dir.join("db.duckdb"),
+        })
+        .working_dir(dir.join("work"))
+        .build()
+        .unwrap()
+}
+
 /// Opens a DuckDB file read-only.
 pub fn open(path: &Path) -> Connection {
     Connection::open(path).expect("open duckdb")
