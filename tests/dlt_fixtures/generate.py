@@ -20,6 +20,7 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIOS = os.path.join(HERE, "scenarios")
+SQL_SCENARIOS = os.path.join(HERE, "sql_scenarios")
 
 # keep dlt away from any user/project config and telemetry
 os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
@@ -206,16 +207,71 @@ def run_scenario(folder):
     return out
 
 
+def run_sql_scenario(folder):
+    """A sql_scenarios/<name>/: each run applies its SQL script to one SQLite file, then loads the
+    table with dlt's sql_table (default backend "sqlalchemy", reflection level "full").
+    Needs SQLAlchemy 2.0 in the venv (pip install "sqlalchemy==2.0.*")."""
+    import sqlite3
+    from dlt.sources.sql_database import sql_table
+
+    with open(os.path.join(folder, "scenario.json"), encoding="utf-8") as f:
+        scenario = json.load(f)
+    dataset = scenario["dataset"]
+    with tempfile.TemporaryDirectory(prefix="dltfx_") as tmp:
+        cwd = os.getcwd()
+        os.chdir(tmp)
+        try:
+            db_path = os.path.join(tmp, "fixture.duckdb")
+            source_db = os.path.join(tmp, "source.db")
+            pipeline = dlt.pipeline(
+                pipeline_name=scenario["pipeline"],
+                pipelines_dir=os.path.join(tmp, "pipelines"),
+                destination=dlt.destinations.duckdb(db_path),
+                dataset_name=dataset,
+            )
+            inc = dict(scenario["incremental"])
+            # A naive ISO string is compared with the naive datetimes SQLite DATETIME gives.
+            inc["initial_value"] = datetime.datetime.fromisoformat(inc["initial_value"])
+            run_results = []
+            for script in scenario["runs"]:
+                con = sqlite3.connect(source_db)
+                with open(os.path.join(folder, script), encoding="utf-8") as f:
+                    con.executescript(f.read())
+                con.commit()
+                con.close()
+                table = sql_table(
+                    credentials="sqlite:///" + source_db,
+                    table=scenario["table"],
+                    incremental=dlt.sources.incremental(**inc),
+                    write_disposition=scenario.get("write_disposition", "append"),
+                )
+                info = pipeline.run(table)
+                run_results.append(len(info.loads_ids))
+            out = {"dlt_version": dlt.__version__, "dataset": dataset}
+            out.update(dump_dataset(db_path, dataset))
+            out["run_load_ids"] = run_results
+        finally:
+            os.chdir(cwd)
+    return out
+
+
 def main(argv):
     names = argv[1:] or sorted(
         d for d in os.listdir(SCENARIOS)
         if os.path.isfile(os.path.join(SCENARIOS, d, "scenario.json")))
+    names += sorted(
+        "sql:" + d for d in os.listdir(SQL_SCENARIOS)
+        if not argv[1:] and os.path.isfile(os.path.join(SQL_SCENARIOS, d, "scenario.json")))
     failed = False
     for name in names:
         folder = os.path.join(SCENARIOS, name)
         print("scenario", name, file=sys.stderr)
         try:
-            out = run_scenario(folder)
+            if name.startswith("sql:"):
+                folder = os.path.join(SQL_SCENARIOS, name[4:])
+                out = run_sql_scenario(folder)
+            else:
+                out = run_scenario(folder)
         except Exception:
             traceback.print_exc()
             failed = True

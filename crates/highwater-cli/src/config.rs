@@ -94,7 +94,7 @@ pub struct ResourceConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// `jsonl` | `json` | `csv` | `parquet`.
+    /// `jsonl` | `json` | `csv` | `parquet` | `rest_api` | `sql`.
     pub kind: Spanned<String>,
     /// Files: a glob or a plain path, relative to the pipeline file.
     #[serde(default)]
@@ -120,6 +120,18 @@ pub struct SourceConfig {
     /// REST: how to find the next page.
     #[serde(default)]
     pub paginator: Option<PaginatorConfig>,
+    /// SQL: `postgres://USER@HOST:PORT/DB` or `sqlite:PATH`.
+    #[serde(default)]
+    pub connection: Option<String>,
+    /// SQL: the table to read (`table` or `schema.table`).
+    #[serde(default)]
+    pub table: Option<String>,
+    /// SQL: a `SELECT` statement to read instead of a table.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// SQL: rows per chunk (default 50,000).
+    #[serde(default)]
+    pub chunk_size: Option<usize>,
 }
 
 /// `auth = { type = "bearer", token = "..." }`.
@@ -226,6 +238,9 @@ pub struct ColumnConfig {
     /// Scale.
     #[serde(default)]
     pub scale: Option<u32>,
+    /// Timestamps: `false` stores them without time zone.
+    #[serde(default)]
+    pub timezone: Option<bool>,
     /// Merge: rows with a true value are deleted.
     #[serde(default)]
     pub hard_delete: bool,

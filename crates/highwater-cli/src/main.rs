@@ -202,6 +202,25 @@ fn pipeline_from(config: &LoadedConfig) -> Result<Pipeline> {
     Ok(builder.build()?)
 }
 
+/// An explicit interval must reach a resource: one of the run's resources must take the range
+/// from the scheduler, or the run would silently be an ordinary incremental run.
+fn require_external_schedulers(config: &LoadedConfig, selected: &[String]) -> Result<()> {
+    let accepts = config.file.resources.iter().any(|r| {
+        (selected.is_empty() || selected.contains(&r.name))
+            && r.incremental
+                .as_ref()
+                .is_some_and(|i| i.allow_external_schedulers)
+    });
+    if !accepts {
+        anyhow::bail!(
+            "{}: --interval-start/--interval-end need a resource with \
+             [resources.incremental] allow_external_schedulers = true",
+            config.path.display()
+        );
+    }
+    Ok(())
+}
+
 fn load_config(path: &Path) -> Result<LoadedConfig> {
     LoadedConfig::load(path)
 }
@@ -209,6 +228,9 @@ fn load_config(path: &Path) -> Result<LoadedConfig> {
 fn run(args: RunArgs) -> Result<()> {
     let config = load_config(&args.pipeline)?;
     let mut pipeline = pipeline_from(&config)?;
+    if args.interval_start.is_some() || args.interval_end.is_some() {
+        require_external_schedulers(&config, &args.resources)?;
+    }
     let source = sources::build_source(&config)?;
     pipeline.on_progress(progress::reporter(args.progress));
     let options = RunOptions {

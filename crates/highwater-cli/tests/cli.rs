@@ -485,6 +485,27 @@ fn scheduler_intervals_from_flags_and_environment() {
         "{}",
         stderr(&bad)
     );
+
+    // An interval no resource takes is an error, not a silent incremental run.
+    let plain = Project::new(PIPELINE);
+    let out = plain.run(
+        &[
+            "--interval-start",
+            "2024-01-01T00:00:00Z",
+            "--interval-end",
+            "2024-01-02T00:00:00Z",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "need a resource with [resources.incremental] allow_external_schedulers = true"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!plain.path("out.duckdb").exists());
 }
 
 #[test]

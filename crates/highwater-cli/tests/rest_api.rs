@@ -281,3 +281,25 @@ fn bearer_secret_is_sent_and_never_printed() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("s3cr3t-value"));
 }
+
+#[test]
+fn https_urls_speak_tls() {
+    // A listener that records the first byte the client sends: 0x16 opens a TLS handshake.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let first = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut byte = [0u8; 1];
+        std::io::Read::read_exact(&mut stream, &mut byte).unwrap();
+        byte[0]
+    });
+    let p = Project::new(&format!("url = \"https://127.0.0.1:{port}/events\""), false);
+    let out = p.run(&[("HIGHWATER_LOCK_TIMEOUT", "5")]);
+    assert_eq!(first.join().unwrap(), 0x16, "a TLS ClientHello");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("https://127.0.0.1:{port}/events")),
+        "{err}"
+    );
+}

@@ -106,6 +106,8 @@ pub struct ColumnHint {
     pub precision: Option<u32>,
     /// Decimal scale.
     pub scale: Option<u32>,
+    /// `Some(false)` for a timestamp without time zone (`TIMESTAMP` rather than `TIMESTAMPTZ`).
+    pub timezone: Option<bool>,
     /// On merge, rows with a true (or non-null) value are deleted.
     pub hard_delete: bool,
     /// On merge, which duplicate of a key survives.

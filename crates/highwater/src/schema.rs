@@ -182,6 +182,9 @@ pub struct Column {
     /// Scale for decimals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<u32>,
+    /// `Some(false)` for a timestamp stored without time zone (dlt's `timezone: false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -211,6 +214,7 @@ impl Column {
             hinted: false,
             precision: None,
             scale: None,
+            timezone: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod files;
 pub mod rest_api;
+pub mod sql;
 
 use anyhow::{anyhow, bail, Result};
 use highwater::{
@@ -26,8 +27,11 @@ fn build_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource>
         config,
         "kind",
         &r.source.kind,
-        &["jsonl", "json", "csv", "parquet", "rest_api"],
+        &["jsonl", "json", "csv", "parquet", "rest_api", "sql"],
     )?;
+    if kind == "sql" {
+        return sql_resource(config, r);
+    }
     if kind == "rest_api" {
         let resource = rest_api::rest_resource(&r.name, rest_config(config, r)?)
             .with_hints(build_hints(config, r)?);
@@ -54,6 +58,82 @@ fn build_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource>
     )
     .with_hints(build_hints(config, r)?);
     with_incremental(config, r, resource)
+}
+
+/// A `sql` resource: the table's reflected hints, overridden field by field by the file's.
+fn sql_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource> {
+    let src = &r.source;
+    let at = config.at(&src.kind);
+    let connection = src
+        .connection
+        .as_deref()
+        .ok_or_else(|| anyhow!("{at}: resource {}: sql needs a connection", r.name))?;
+    let connection = sql::Connection::parse(&config.resolve_secrets(connection)?, &config.base)
+        .map_err(|e| anyhow!("{at}: resource {}: {e}", r.name))?;
+    let selection = match (&src.table, &src.query) {
+        (Some(table), None) => sql::Selection::Table(table.clone()),
+        (None, Some(query)) => sql::Selection::Query(query.clone()),
+        _ => bail!(
+            "{at}: resource {}: sql needs exactly one of table or query",
+            r.name
+        ),
+    };
+    let chunk_size = match src.chunk_size {
+        Some(0) => bail!("{at}: resource {}: chunk_size must be at least 1", r.name),
+        Some(n) => n,
+        None => 50_000,
+    };
+    let pushdown = match &r.incremental {
+        Some(inc) => {
+            let min = inc.last_value_func.as_ref().map(|f| f.as_ref().as_str()) == Some("min");
+            Some(sql::Pushdown {
+                column: inc.cursor_path.clone(),
+                min,
+                start_open: inc.range_start.as_ref().map(|v| v.as_ref().as_str()) == Some("open"),
+                end_closed: inc.range_end.as_ref().map(|v| v.as_ref().as_str()) == Some("closed"),
+                on_missing: match inc
+                    .on_cursor_value_missing
+                    .as_ref()
+                    .map(|v| v.as_ref().as_str())
+                {
+                    Some("include") => OnCursorMissing::Include,
+                    Some("exclude") => OnCursorMissing::Exclude,
+                    _ => OnCursorMissing::Raise,
+                },
+                descending: match inc.row_order.as_ref().map(|v| v.as_ref().as_str()) {
+                    Some("asc") => min,
+                    Some("desc") => !min,
+                    _ => min,
+                },
+            })
+        }
+        None => None,
+    };
+    let source = sql::SqlSource {
+        connection,
+        selection,
+        chunk_size,
+        pushdown,
+    };
+    let reflection = sql::reflect(&source)
+        .map_err(|e| anyhow!("resource {}: reading the table's columns: {e}", r.name))?;
+    let reflected = reflection.hints();
+    let mut hints = build_hints(config, r)?;
+    for (name, hint) in &mut hints.columns {
+        if let Some(base) = reflected.columns.get(name) {
+            *hint = ColumnHint {
+                data_type: hint.data_type.or(base.data_type),
+                nullable: hint.nullable.or(base.nullable),
+                precision: hint.precision.or(base.precision),
+                scale: hint.scale.or(base.scale),
+                timezone: hint.timezone.or(base.timezone),
+                ..hint.clone()
+            };
+        }
+    }
+    let resource = sql::sql_resource(&r.name, source, reflection);
+    let hints = resource.hints().overridden_by(&hints);
+    with_incremental(config, r, resource.with_hints(hints))
 }
 
 /// Attaches the `[resources.incremental]` table.
@@ -279,6 +359,7 @@ fn build_hints(config: &LoadedConfig, r: &ResourceConfig) -> Result<Hints> {
                 nullable: c.nullable,
                 precision: c.precision,
                 scale: c.scale,
+                timezone: c.timezone,
                 hard_delete: c.hard_delete,
                 dedup_sort,
             },

@@ -69,6 +69,7 @@ pub fn duckdb_type(column: &Column) -> String {
         DataType::Bigint => "BIGINT".into(),
         DataType::Double => "DOUBLE".into(),
         DataType::Bool => "BOOLEAN".into(),
+        DataType::Timestamp if column.timezone == Some(false) => "TIMESTAMP".into(),
         DataType::Timestamp => "TIMESTAMP WITH TIME ZONE".into(),
         DataType::Date => "DATE".into(),
         DataType::Time => "TIME".into(),

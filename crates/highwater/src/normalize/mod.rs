@@ -676,6 +676,9 @@ fn apply_hints(
         if hint.scale.is_some() {
             column.scale = hint.scale;
         }
+        if hint.timezone.is_some() {
+            column.timezone = hint.timezone;
+        }
     }
 }
 

@@ -103,6 +103,7 @@ pub fn canonical_from_text(text: Option<String>, ty: &str) -> Value {
         "BOOLEAN" => Value::Bool(text == "true"),
         "JSON" => serde_json::from_str(&text).unwrap_or(Value::String(text)),
         t if t.starts_with("TIMESTAMP") => Value::from(timestamp_micros(&text)),
+        "BLOB" => Value::String(blob_base64(&text)),
         t if t.starts_with("DECIMAL") => text
             .parse::<f64>()
             .map(Value::from)
@@ -124,11 +125,35 @@ pub fn canonical_from_fixture(value: &Value, ty: &str) -> Value {
     }
 }
 
-/// Microseconds since the epoch of `2024-01-01T00:00:00+00:00` or DuckDB's `2024-01-01 00:00:00+00`.
+/// DuckDB's text form of a BLOB (`\x0A` escapes, printable ASCII as is) in base64, the
+/// fixture generator's form.
+pub fn blob_base64(text: &str) -> String {
+    use base64::Engine as _;
+    let mut bytes = Vec::new();
+    let mut rest = text.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'\\' && tail.first() == Some(&b'x') && tail.len() >= 3 {
+            let hex = std::str::from_utf8(&tail[1..3]).unwrap();
+            bytes.push(u8::from_str_radix(hex, 16).unwrap());
+            rest = &tail[3..];
+        } else {
+            bytes.push(first);
+            rest = tail;
+        }
+    }
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Microseconds since the epoch of `2024-01-01T00:00:00+00:00` or DuckDB's `2024-01-01 00:00:00+00`;
+/// a time without offset (a naive `TIMESTAMP`) counts as UTC.
 pub fn timestamp_micros(text: &str) -> i64 {
     let mut s = text.replace(' ', "T");
     if s.ends_with("+00") {
         s.push_str(":00");
+    }
+    let time = s.split_once('T').map_or("", |(_, t)| t);
+    if !time.contains(['+', '-', 'Z']) {
+        s.push_str("+00:00");
     }
     chrono::DateTime::parse_from_rfc3339(&s)
         .map(|t| t.timestamp_micros())
