@@ -330,7 +330,14 @@ fn decode(ty: &Type, raw: &[u8]) -> Result<Value, String> {
         "int2" => Value::from(i16::from_be_bytes(fixed(raw)?)),
         "int4" => Value::from(i32::from_be_bytes(fixed(raw)?)),
         "int8" => Value::from(i64::from_be_bytes(fixed(raw)?)),
-        "float4" => float(f64::from(f32::from_be_bytes(fixed(raw)?))),
+        // Through the shortest text of the f32, as psycopg2 reads `real` for dlt: 0.1, not
+        // 0.10000000149011612.
+        "float4" => float(
+            f32::from_be_bytes(fixed(raw)?)
+                .to_string()
+                .parse()
+                .unwrap_or(f64::NAN),
+        ),
         "float8" => float(f64::from_be_bytes(fixed(raw)?)),
         "numeric" => Value::String(decode_numeric(raw)?),
         "text" | "varchar" | "bpchar" | "name" | "char" => Value::String(text(raw)?),
@@ -528,6 +535,20 @@ mod tests {
         );
         assert_eq!(decode_numeric(&numeric(0, 0, 0, 0, &[])), Ok("0".into()));
         assert!(decode_numeric(&[0, 1]).is_err());
+    }
+
+    #[test]
+    fn reals_keep_their_shortest_decimal() {
+        let real = Type::FLOAT4;
+        assert_eq!(
+            decode(&real, &0.1f32.to_be_bytes()),
+            Ok(serde_json::json!(0.1))
+        );
+        assert_eq!(
+            decode(&Type::INT2, &(-7i16).to_be_bytes()),
+            Ok(serde_json::json!(-7))
+        );
+        assert!(decode(&Type::INT8, &[0, 1]).is_err());
     }
 
     #[test]
