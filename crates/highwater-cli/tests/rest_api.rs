@@ -303,3 +303,41 @@ fn https_urls_speak_tls() {
         "{err}"
     );
 }
+
+/// Without `data_selector` and `paginator`, the first response decides, by dlt's rules: records
+/// under a record key (`results`), the next page from a `next` URL in the body.
+#[test]
+fn records_and_paginator_are_guessed_like_dlt() {
+    let (base, count) = serve(|target, _, _| {
+        if target.starts_with("/pages") {
+            // dlt's guessed page numbers: no page first, then page=1, stop at total_pages.
+            let body = match query(target, "page").as_deref() {
+                None => json!({"data": events(20..22), "total_pages": 2}),
+                Some("1") => json!({"data": events(10..12), "total_pages": 2}),
+                _ => json!({"error": "past the last page"}),
+            };
+            return (200, vec![], body.to_string());
+        }
+        let body = match query(target, "p").as_deref() {
+            None => json!({"meta": {"tags": ["x"]}, "results": events(0..3), "next": "/guess?p=2"}),
+            Some("2") => json!({"meta": {"tags": []}, "results": events(3..5), "next": null}),
+            _ => json!({"error": "no such page"}),
+        };
+        (200, vec![], body.to_string())
+    });
+    let p = Project::new(&format!("url = \"{base}/guess\""), false);
+    let out = p.run(&[]);
+    assert_eq!(tables(&out)["events"], 5);
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    assert_eq!(p.count("SELECT count(*) FROM raw.events__tags"), 5);
+
+    let before = count.load(Ordering::SeqCst);
+    let p = Project::new(&format!("url = \"{base}/pages\""), false);
+    let out = p.run(&[]);
+    assert_eq!(tables(&out)["events"], 4);
+    assert_eq!(count.load(Ordering::SeqCst) - before, 2);
+    assert_eq!(
+        p.count("SELECT count(*) FROM raw.events WHERE id IN (10, 11, 20, 21)"),
+        4
+    );
+}

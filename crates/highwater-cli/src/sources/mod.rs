@@ -243,44 +243,46 @@ fn rest_config(config: &LoadedConfig, r: &ResourceConfig) -> Result<rest_api::Re
         None => None,
     };
     let paginator = match &src.paginator {
-        None => rest_api::Paginator::SinglePage,
-        Some(p) => match choice(
-            config,
-            "paginator type",
-            &p.kind,
-            &[
-                "json_link",
-                "header_link",
-                "offset",
-                "page_number",
-                "cursor",
-                "single_page",
-            ],
-        )? {
-            "json_link" => rest_api::Paginator::JsonLink {
-                next_url_path: path(p.next_url_path.as_deref().unwrap_or("next"))?,
+        None => None,
+        Some(p) => Some(
+            match choice(
+                config,
+                "paginator type",
+                &p.kind,
+                &[
+                    "json_link",
+                    "header_link",
+                    "offset",
+                    "page_number",
+                    "cursor",
+                    "single_page",
+                ],
+            )? {
+                "json_link" => rest_api::Paginator::JsonLink {
+                    next_url_path: path(p.next_url_path.as_deref().unwrap_or("next"))?,
+                },
+                "header_link" => rest_api::Paginator::HeaderLink,
+                "offset" => rest_api::Paginator::Offset {
+                    limit: p.limit.ok_or_else(|| {
+                        anyhow!("{}: the offset paginator needs a limit", config.at(&p.kind))
+                    })?,
+                    offset: p.offset.unwrap_or(0),
+                    offset_param: p.offset_param.clone().unwrap_or_else(|| "offset".into()),
+                    limit_param: p.limit_param.clone().unwrap_or_else(|| "limit".into()),
+                    total_path: p.total_path.as_deref().map(path).transpose()?,
+                },
+                "page_number" => rest_api::Paginator::PageNumber {
+                    base_page: p.base_page.unwrap_or(0),
+                    page_param: p.page_param.clone().unwrap_or_else(|| "page".into()),
+                    total_path: p.total_path.as_deref().map(path).transpose()?,
+                },
+                "cursor" => rest_api::Paginator::Cursor {
+                    cursor_path: path(p.cursor_path.as_deref().unwrap_or("cursors.next"))?,
+                    cursor_param: p.cursor_param.clone().unwrap_or_else(|| "cursor".into()),
+                },
+                _ => rest_api::Paginator::SinglePage,
             },
-            "header_link" => rest_api::Paginator::HeaderLink,
-            "offset" => rest_api::Paginator::Offset {
-                limit: p.limit.ok_or_else(|| {
-                    anyhow!("{}: the offset paginator needs a limit", config.at(&p.kind))
-                })?,
-                offset: p.offset.unwrap_or(0),
-                offset_param: p.offset_param.clone().unwrap_or_else(|| "offset".into()),
-                limit_param: p.limit_param.clone().unwrap_or_else(|| "limit".into()),
-                total_path: p.total_path.as_deref().map(path).transpose()?,
-            },
-            "page_number" => rest_api::Paginator::PageNumber {
-                base_page: p.base_page.unwrap_or(0),
-                page_param: p.page_param.clone().unwrap_or_else(|| "page".into()),
-                total_path: p.total_path.as_deref().map(path).transpose()?,
-            },
-            "cursor" => rest_api::Paginator::Cursor {
-                cursor_path: path(p.cursor_path.as_deref().unwrap_or("cursors.next"))?,
-                cursor_param: p.cursor_param.clone().unwrap_or_else(|| "cursor".into()),
-            },
-            _ => rest_api::Paginator::SinglePage,
-        },
+        ),
     };
     Ok(rest_api::RestApi {
         url,

@@ -4,6 +4,8 @@
 //! `https://` goes through rustls with the Mozilla root certificates (`webpki-roots`), so the
 //! binary needs no system OpenSSL.
 
+mod detect;
+
 use std::time::{Duration, Instant};
 
 use highwater::incremental::CursorPath;
@@ -52,10 +54,10 @@ pub struct RestApi {
     pub headers: IndexMap<String, String>,
     /// A bearer token.
     pub bearer: Option<String>,
-    /// Where the records are in the body; default: the body if it is a list, else its first list.
+    /// Where the records are in the body; unset: guessed from the first response as dlt does.
     pub data_selector: Option<CursorPath>,
-    /// Pagination.
-    pub paginator: Paginator,
+    /// Pagination; unset: guessed from the first response as dlt does.
+    pub paginator: Option<Paginator>,
 }
 
 /// Attempts per request before the run fails, and the time they may take together.
@@ -91,6 +93,8 @@ pub fn rest_resource(name: &str, api: RestApi) -> Resource {
             .into();
         Ok(Pages {
             api: api.clone(),
+            selector: api.data_selector.clone().map(Some),
+            paginator: api.paginator.clone(),
             agent,
             params,
             next: Some(api.url.clone()),
@@ -134,6 +138,10 @@ fn render(
 
 struct Pages {
     api: RestApi,
+    /// The records' path: `Some(None)` is the whole body; `None` until guessed.
+    selector: Option<Option<CursorPath>>,
+    /// The paginator, `None` until guessed from the first response.
+    paginator: Option<Paginator>,
     agent: ureq::Agent,
     params: IndexMap<String, String>,
     next: Option<String>,
@@ -225,18 +233,13 @@ impl Pages {
         }
     }
 
-    fn records(&self, body: &Value) -> Vec<Value> {
-        let selected = match &self.api.data_selector {
+    fn records(&mut self, body: &Value) -> Vec<Value> {
+        let selector = self
+            .selector
+            .get_or_insert_with(|| detect::records_path(body));
+        let selected = match selector {
             Some(path) => path.find(body).cloned().unwrap_or(Value::Null),
-            None => match body {
-                Value::Array(_) => body.clone(),
-                Value::Object(map) => map
-                    .values()
-                    .find(|v| v.is_array())
-                    .cloned()
-                    .unwrap_or(Value::Null),
-                _ => Value::Null,
-            },
+            None => body.clone(),
         };
         match selected {
             Value::Array(items) => items,
@@ -254,25 +257,25 @@ impl Iterator for Pages {
             return None;
         }
         let url = self.next.take()?;
-        let extra: Vec<(String, String)> = match &self.api.paginator {
-            Paginator::Offset {
+        let extra: Vec<(String, String)> = match &self.paginator {
+            Some(Paginator::Offset {
                 limit,
                 offset,
                 offset_param,
                 limit_param,
                 ..
-            } => vec![
+            }) => vec![
                 (
                     offset_param.clone(),
                     (offset + self.page * limit).to_string(),
                 ),
                 (limit_param.clone(), limit.to_string()),
             ],
-            Paginator::PageNumber {
+            Some(Paginator::PageNumber {
                 base_page,
                 page_param,
                 ..
-            } => vec![(page_param.clone(), (base_page + self.page).to_string())],
+            }) => vec![(page_param.clone(), (base_page + self.page).to_string())],
             _ => Vec::new(),
         };
         let (body, link) = match self.get(&url, &extra) {
@@ -283,8 +286,25 @@ impl Iterator for Pages {
             }
         };
         let records = self.records(&body);
+        let paginator = match &self.paginator {
+            Some(paginator) => paginator.clone(),
+            None => {
+                let has_next_link = link.as_deref().and_then(next_link).is_some();
+                let (guess, certain) = detect::paginator(&body, has_next_link);
+                if certain {
+                    tracing::info!(resource = %self.resource, "detected paginator {guess:?}");
+                } else {
+                    tracing::warn!(
+                        resource = %self.resource,
+                        "guessed paginator {guess:?}; set [resources.source] paginator to be sure"
+                    );
+                }
+                self.paginator = Some(guess.clone());
+                guess
+            }
+        };
         self.page += 1;
-        self.next = match &self.api.paginator {
+        self.next = match &paginator {
             Paginator::SinglePage => None,
             Paginator::JsonLink { next_url_path } => next_url_path
                 .find(&body)
@@ -307,14 +327,15 @@ impl Iterator for Pages {
                 ..
             } => {
                 let seen = offset + self.page * limit;
-                let more = match total_path
-                    .as_ref()
-                    .and_then(|p| p.find(&body))
-                    .and_then(Value::as_u64)
-                {
-                    Some(total) => seen < total,
-                    None => !records.is_empty(),
-                };
+                let more = !records.is_empty()
+                    && match total_path
+                        .as_ref()
+                        .and_then(|p| p.find(&body))
+                        .and_then(Value::as_u64)
+                    {
+                        Some(total) => seen < total,
+                        None => true,
+                    };
                 more.then_some(url)
             }
             Paginator::PageNumber {
@@ -322,14 +343,17 @@ impl Iterator for Pages {
                 total_path,
                 ..
             } => {
-                let more = match total_path
-                    .as_ref()
-                    .and_then(|p| p.find(&body))
-                    .and_then(Value::as_u64)
-                {
-                    Some(pages) => base_page + self.page < pages + base_page,
-                    None => !records.is_empty(),
-                };
+                let more = !records.is_empty()
+                    && match total_path
+                        .as_ref()
+                        .and_then(|p| p.find(&body))
+                        .and_then(|v| match v {
+                            Value::String(s) => s.trim().parse::<u64>().ok(),
+                            other => other.as_u64(),
+                        }) {
+                        Some(pages) => base_page + self.page < pages + base_page,
+                        None => true,
+                    };
                 more.then_some(url)
             }
             Paginator::Cursor {
@@ -422,7 +446,7 @@ mod tests {
             headers: IndexMap::new(),
             bearer: Some("SECRET".into()),
             data_selector: None,
-            paginator: Paginator::SinglePage,
+            paginator: None,
         };
         assert!(!format!("{api:?}").contains("SECRET"));
     }

@@ -18,6 +18,19 @@ pub struct CursorPath {
 }
 
 impl CursorPath {
+    /// The path of nested object keys, `["links", "next"]` for `links.next`; no keys is `$`.
+    pub fn from_keys<S: AsRef<str>>(keys: &[S]) -> Self {
+        let names: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+        CursorPath {
+            text: if names.is_empty() {
+                "$".into()
+            } else {
+                names.join(".")
+            },
+            steps: names.iter().map(|k| Step::Key(k.to_string())).collect(),
+        }
+    }
+
     /// Parses `updated_at`, `item.ts`, `$.a[0].b`, `$['a b'].c` or `$` (the whole item).
     pub fn parse(text: &str) -> Result<Self> {
         let invalid = |why: &str| {
