@@ -431,6 +431,20 @@ fn postgres_errors_name_the_connection_but_never_the_password() {
     );
     assert!(!text.contains(secret), "{text}");
 
+    // The same secret in a working connection, every dependency logging at trace level.
+    let working = Project::new(&format!(
+        "[[resources]]\nname = \"orders\"\n\n[resources.source]\nkind = \"sql\"\nconnection = \"postgres://postgres:{{secrets.pg_password}}@127.0.0.1:{}/shop\"\ntable = \"orders\"\n",
+        server.port
+    ));
+    let out = working.run(&[], &[("PG_PASSWORD", secret), ("RUST_LOG", "trace")]);
+    assert_eq!(ok(&out)["tables"]["orders"], 5);
+    let text = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        text.contains("TRACE") || text.contains("DEBUG"),
+        "logs were on: {text}"
+    );
+    assert!(!text.contains(secret), "{text}");
+
     // A missing table: the server's message, and nothing created.
     let missing = Project::new(&format!(
         "[[resources]]\nname = \"orders\"\n\n[resources.source]\nkind = \"sql\"\nconnection = \"{}\"\ntable = \"no_such_table\"\n",

@@ -19,7 +19,7 @@ use highwater::{ColumnHint, DataType, Error, Hints, Item, OnCursorMissing, Resou
 use serde_json::{Map, Value};
 
 /// Where the rows live.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum Connection {
     /// A `postgres://` or `postgresql://` URL.
     Postgres(String),
@@ -52,6 +52,13 @@ impl Connection {
             Connection::Postgres(url) => public_connection(url),
             Connection::Sqlite(path) => format!("sqlite:{}", path.display()),
         }
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    /// Never shows a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Connection({})", self.public())
     }
 }
 
@@ -474,6 +481,7 @@ mod tests {
             pg.as_ref().map(Connection::public),
             Ok("postgres://u:***@h:5432/db".to_string())
         );
+        assert!(!format!("{pg:?}").contains("s3cret"));
         let err = Connection::parse("mysql://u:s3cret@h/db", base).unwrap_err();
         assert!(
             err.contains("unknown connection") && !err.contains("s3cret"),

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# SQL source benchmark: a PostgreSQL table of N rows (a fresh cluster from Debian's postgresql
+# package, started here on a free port) loaded with `highwater run` into a fresh DuckDB file, as a
+# whole process; prints wall seconds, rows/s and peak RSS. With DLT_PYTHON set (a python with dlt
+# 1.31.0, SQLAlchemy 2.0 and psycopg2), dlt's sql_table loads the same table in the same run.
+#
+#   bash bench/sql.sh 1000000
+#   DLT_PYTHON=~/.cache/dlt-venv/bin/python bash bench/sql.sh 1000000
+set -euo pipefail
+N=${1:-1000000}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$repo/target}
+pg_bin=${HIGHWATER_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
+
+cargo build --release --workspace --all-targets --manifest-path "$repo/Cargo.toml" >&2
+bin="$target/release/highwater"
+
+work=$(mktemp -d)
+as_pg=()
+if [ "$(id -u)" = 0 ]; then
+  chown postgres "$work"
+  as_pg=(runuser -u postgres --)
+fi
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+stop() {
+  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap stop EXIT
+"${as_pg[@]}" "$pg_bin/initdb" -D "$work/data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
+"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/data" -l "$work/data/log" -w \
+  -o "-p $port -k $work -c listen_addresses=127.0.0.1 -c fsync=off -c TimeZone=UTC" start >/dev/null
+url="postgres://postgres@127.0.0.1:$port/postgres"
+"$pg_bin/psql" -q "$url" <<SQL
+CREATE TABLE orders AS
+SELECT i::bigint AS id,
+       'customer-' || (i % 5000) AS customer,
+       (i % 100000)::numeric(10, 2) / 100 AS amount,
+       i % 3 = 0 AS paid,
+       timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second' AS updated_at,
+       jsonb_build_object('sku', 'A-' || (i % 97), 'qty', i % 7) AS line
+FROM generate_series(1, $N) AS i;
+ALTER TABLE orders ADD PRIMARY KEY (id);
+SQL
+echo "table: orders, $N rows"
+
+measure() { # label command...
+  local label=$1; shift
+  local t0 t1 secs rss
+  t0=$(date +%s.%N)
+  /usr/bin/time -f "%M" -o "$work/rss" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; return 1; }
+  t1=$(date +%s.%N)
+  secs=$(awk "BEGIN{print $t1 - $t0}")
+  rss=$(tail -1 "$work/rss")
+  printf '%-22s %8.2f s  %10.0f rows/s  peak %6.0f MiB\n' "$label" "$secs" "$(awk "BEGIN{print $N / $secs}")" "$(awk "BEGIN{print $rss / 1024}")"
+}
+
+mkdir -p "$work/hw"
+cat >"$work/hw/pipeline.toml" <<TOML
+[pipeline]
+name = "bench_sql"
+destination = "duckdb:bench.duckdb"
+dataset = "shop"
+working_dir = "work"
+
+[[resources]]
+name = "orders"
+
+[resources.source]
+kind = "sql"
+connection = "$url"
+table = "orders"
+
+[resources.incremental]
+cursor_path = "updated_at"
+initial_value = "2024-01-01T00:00:00Z"
+TOML
+measure "highwater sql" "$bin" run "$work/hw/pipeline.toml" --progress none
+
+if [ -n "${DLT_PYTHON:-}" ]; then
+  cat >"$work/dlt_sql.py" <<PY
+import datetime, os, sys
+os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
+import dlt
+from dlt.sources.sql_database import sql_table
+table = sql_table(credentials="$url", table="orders",
+                  incremental=dlt.sources.incremental("updated_at",
+                      initial_value=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)))
+pipeline = dlt.pipeline("bench_sql_dlt", pipelines_dir="$work/dlt",
+                        destination=dlt.destinations.duckdb("$work/dlt.duckdb"), dataset_name="shop")
+pipeline.run(table, loader_file_format="parquet")
+PY
+  measure "dlt sql_table" "$DLT_PYTHON" "$work/dlt_sql.py"
+fi
