@@ -11,7 +11,8 @@ N=${1:-1000000}
 NEW=$((N / 10))
 repo=$(cd "$(dirname "$0")/.." && pwd)
 shared=${SHARED_DIR:-$repo/../shared}
-target=${CARGO_TARGET_DIR:-$repo/target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/highwater-target}
+target=$CARGO_TARGET_DIR
 cache=${BENCH_CACHE:-$HOME/.cache/highwater-bench}
 mkdir -p "$cache"
 

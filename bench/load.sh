@@ -10,7 +10,8 @@ set -euo pipefail
 N=${1:-200000}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 shared=${SHARED_DIR:-$repo/../shared}
-target=${CARGO_TARGET_DIR:-$repo/target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/highwater-target}
+target=$CARGO_TARGET_DIR
 cache=${BENCH_CACHE:-$HOME/.cache/highwater-bench}
 mkdir -p "$cache"
 

@@ -9,7 +9,8 @@
 set -euo pipefail
 N=${1:-1000000}
 repo=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$repo/target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/highwater-target}
+target=$CARGO_TARGET_DIR
 pg_bin=${HIGHWATER_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
 
 cargo build --release --workspace --all-targets --manifest-path "$repo/Cargo.toml" >&2
@@ -83,7 +84,7 @@ import datetime, os, sys
 os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
 import dlt
 from dlt.sources.sql_database import sql_table
-table = sql_table(credentials="$url", table="orders",
+table = sql_table(credentials="${url/postgres:/postgresql:}", table="orders",
                   incremental=dlt.sources.incremental("updated_at",
                       initial_value=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)))
 pipeline = dlt.pipeline("bench_sql_dlt", pipelines_dir="$work/dlt",
