@@ -99,6 +99,12 @@ pub(crate) fn normalize_items_file(
     });
     for (result, &(_, end, _)) in results.into_iter().zip(&ranges) {
         let result = result?;
+        tracing::debug!(
+            items = result.items,
+            stopped_at = ?result.stopped_at,
+            range_end = end,
+            "normalize worker finished"
+        );
         (0..result.items).for_each(|_| on_item());
         files.extend(result.files);
         if let Some(offset) = result.stopped_at {
