@@ -31,16 +31,7 @@ echo "first: $first ($N events); second: $second ($((N - NEW)) old + $NEW new)"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-measure() { # label command...
-  local label=$1; shift
-  local t0 t1 secs rss
-  t0=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o "$work/rss" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; return 1; }
-  t1=$(date +%s.%N)
-  secs=$(awk "BEGIN{print $t1 - $t0}")
-  rss=$(tail -1 "$work/rss")
-  printf '%-34s %8.2f s  peak %6.0f MiB\n' "$label" "$secs" "$(awk "BEGIN{print $rss / 1024}")"
-}
+. "$(dirname "$0")/measure.sh"
 
 pipeline() { # dir file
   mkdir -p "$1"
@@ -66,17 +57,17 @@ TOML
 }
 
 pipeline "$work/first" "$first"
-measure "highwater first run" "$bin" run "$work/first/pipeline.toml" --progress none
+measure "highwater first run" - "$bin" run "$work/first/pipeline.toml" --progress none
 for case in new unchanged; do
   file=$second; [ "$case" = unchanged ] && file=$first
   rm -rf "$work/$case" && cp -r "$work/first" "$work/$case"
   pipeline "$work/$case" "$file"
-  measure "highwater second run ($case)" "$bin" run "$work/$case/pipeline.toml" --progress none
+  measure "highwater second run ($case)" - "$bin" run "$work/$case/pipeline.toml" --progress none
 done
 
 if [ -n "${DLT_PYTHON:-}" ]; then
   dlt=("$DLT_PYTHON" "$shared/bench/dlt_load.py" --incremental --format parquet --disposition merge)
-  measure "dlt first run" "${dlt[@]}" "$first" --workdir "$work/dlt-first" --keep
-  measure "dlt second run (new)" "${dlt[@]}" "$second" --workdir "$work/dlt-new" --restore-from "$work/dlt-first"
-  measure "dlt second run (unchanged)" "${dlt[@]}" "$first" --workdir "$work/dlt-same" --restore-from "$work/dlt-first"
+  measure "dlt first run" - "${dlt[@]}" "$first" --workdir "$work/dlt-first" --keep
+  measure "dlt second run (new)" - "${dlt[@]}" "$second" --workdir "$work/dlt-new" --restore-from "$work/dlt-first"
+  measure "dlt second run (unchanged)" - "${dlt[@]}" "$first" --workdir "$work/dlt-same" --restore-from "$work/dlt-first"
 fi

@@ -25,17 +25,7 @@ echo "data: $data ($(du -h "$data" | cut -f1), $N events)"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-measure() { # label command...
-  local label=$1; shift
-  local t0 t1
-  t0=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o "$work/rss" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; return 1; }
-  t1=$(date +%s.%N)
-  local secs rss
-  secs=$(awk "BEGIN{print $t1 - $t0}")
-  rss=$(tail -1 "$work/rss")
-  printf '%-22s %8.2f s  %10.0f rows/s  peak %6.0f MiB\n' "$label" "$secs" "$(awk "BEGIN{print $N / $secs}")" "$(awk "BEGIN{print $rss / 1024}")"
-}
+. "$(dirname "$0")/measure.sh"
 
 for disposition in append merge; do
   dir="$work/$disposition"
@@ -56,9 +46,9 @@ primary_key = "id"
 kind = "jsonl"
 path = "$data"
 TOML
-  measure "highwater $disposition" "$bin" run "$dir/pipeline.toml" --progress none
+  measure "highwater $disposition" "$N" "$bin" run "$dir/pipeline.toml" --progress none
   if [ -n "${DLT_PYTHON:-}" ]; then
-    measure "dlt $disposition" "$DLT_PYTHON" "$shared/bench/dlt_load.py" "$data" --format parquet \
+    measure "dlt $disposition" "$N" "$DLT_PYTHON" "$shared/bench/dlt_load.py" "$data" --format parquet \
       --disposition "$disposition" --workdir "$work/dlt-$disposition"
   fi
 done

@@ -45,16 +45,7 @@ ALTER TABLE orders ADD PRIMARY KEY (id);
 SQL
 echo "table: orders, $N rows"
 
-measure() { # label command...
-  local label=$1; shift
-  local t0 t1 secs rss
-  t0=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o "$work/rss" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; return 1; }
-  t1=$(date +%s.%N)
-  secs=$(awk "BEGIN{print $t1 - $t0}")
-  rss=$(tail -1 "$work/rss")
-  printf '%-22s %8.2f s  %10.0f rows/s  peak %6.0f MiB\n' "$label" "$secs" "$(awk "BEGIN{print $N / $secs}")" "$(awk "BEGIN{print $rss / 1024}")"
-}
+. "$(dirname "$0")/measure.sh"
 
 mkdir -p "$work/hw"
 cat >"$work/hw/pipeline.toml" <<TOML
@@ -76,7 +67,7 @@ table = "orders"
 cursor_path = "updated_at"
 initial_value = "2024-01-01T00:00:00Z"
 TOML
-measure "highwater sql" "$bin" run "$work/hw/pipeline.toml" --progress none
+measure "highwater sql" "$N" "$bin" run "$work/hw/pipeline.toml" --progress none
 
 if [ -n "${DLT_PYTHON:-}" ]; then
   cat >"$work/dlt_sql.py" <<PY
@@ -91,5 +82,5 @@ pipeline = dlt.pipeline("bench_sql_dlt", pipelines_dir="$work/dlt",
                         destination=dlt.destinations.duckdb("$work/dlt.duckdb"), dataset_name="shop")
 pipeline.run(table, loader_file_format="parquet")
 PY
-  measure "dlt sql_table" "$DLT_PYTHON" "$work/dlt_sql.py"
+  measure "dlt sql_table" "$N" "$DLT_PYTHON" "$work/dlt_sql.py"
 fi

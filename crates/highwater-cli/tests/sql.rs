@@ -74,18 +74,20 @@ impl PgServer {
         server
     }
 
-    fn pg(&self, tool: &str, args: &[&str]) {
+    /// A PostgreSQL tool, run as the cluster's owner.
+    fn tool(&self, tool: &str) -> Command {
         let program = self.bin.join(tool);
-        let output = if self.run_as_postgres {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&program)
-                .args(args)
-                .output()
+        if self.run_as_postgres {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(program);
+            cmd
         } else {
-            Command::new(&program).args(args).output()
+            Command::new(program)
         }
-        .unwrap();
+    }
+
+    fn pg(&self, tool: &str, args: &[&str]) {
+        let output = self.tool(tool).args(args).output().unwrap();
         assert!(
             output.status.success(),
             "{tool} failed: {}{}",
@@ -113,17 +115,10 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
-        let program = self.bin.join("pg_ctl");
-        let args = ["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"];
-        let _ = if self.run_as_postgres {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&program)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&program).args(args).output()
-        };
+        let _ = self
+            .tool("pg_ctl")
+            .args(["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"])
+            .output();
     }
 }
 
@@ -590,50 +585,26 @@ fn sqlite_matches_dlt_sql_table_golden_fixture() {
     let dataset = scenario["dataset"].as_str().unwrap();
     let conn = p.db();
     let actual = common::dump_dataset(&conn, dataset);
-    for (table, want) in expected["tables"].as_object().unwrap() {
+    let wanted = common::expected_tables(&expected);
+    let canonical = |rows: &[serde_json::Map<String, Value>]| -> Vec<String> {
+        let mut out: Vec<String> = rows
+            .iter()
+            .map(|row| {
+                let mut row = row.clone();
+                row.remove("_dlt_id");
+                row.remove("_dlt_load_id");
+                Value::Object(row).to_string()
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    for (table, want) in &wanted {
         let got = &actual[table];
-        let want_columns: Vec<(String, String, bool)> = want["columns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                (
-                    c["name"].as_str().unwrap().to_string(),
-                    c["type"].as_str().unwrap().to_string(),
-                    c["nullable"].as_bool().unwrap(),
-                )
-            })
-            .collect();
-        assert_eq!(got.columns, want_columns, "columns of {table}");
-        let canonical = |rows: Vec<serde_json::Map<String, Value>>| -> Vec<String> {
-            let mut out: Vec<String> = rows
-                .into_iter()
-                .map(|mut row| {
-                    row.remove("_dlt_id");
-                    row.remove("_dlt_load_id");
-                    Value::Object(row).to_string()
-                })
-                .collect();
-            out.sort();
-            out
-        };
-        let want_rows = want["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                want_columns
-                    .iter()
-                    .map(|(c, ty, _)| {
-                        let v = r.get(c).unwrap_or(&Value::Null);
-                        (c.clone(), common::canonical_from_fixture(v, ty))
-                    })
-                    .collect()
-            })
-            .collect();
+        assert_eq!(got.columns, want.columns, "columns of {table}");
         assert_eq!(
-            canonical(got.rows.clone()),
-            canonical(want_rows),
+            canonical(&got.rows),
+            canonical(&want.rows),
             "rows of {table} (left: highwater, right: dlt)"
         );
     }

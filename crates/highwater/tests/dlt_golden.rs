@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use highwater::{
@@ -13,7 +12,7 @@ use highwater::{
 };
 use serde_json::Value;
 
-use common::{canonical_from_fixture, canonical_trees, count, dump_dataset, TableDump};
+use common::{canonical_trees, count, dump_dataset, expected_tables};
 
 fn scenarios_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/dlt_fixtures/scenarios")
@@ -117,44 +116,6 @@ fn resource_for(dir: &Path, run: &Value) -> Resource {
         resource = resource.incremental(incremental);
     }
     resource
-}
-
-/// Expected tables from the fixture, values made canonical by column type.
-fn expected_tables(expected: &Value) -> BTreeMap<String, TableDump> {
-    let mut out = BTreeMap::new();
-    for (name, table) in expected["tables"].as_object().unwrap() {
-        let columns: Vec<(String, String, bool)> = table["columns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                (
-                    c["name"].as_str().unwrap().to_string(),
-                    c["type"].as_str().unwrap().to_string(),
-                    c["nullable"].as_bool().unwrap(),
-                )
-            })
-            .collect();
-        let rows = table["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let obj = r.as_object().unwrap();
-                columns
-                    .iter()
-                    .map(|(c, ty, _)| {
-                        (
-                            c.clone(),
-                            canonical_from_fixture(obj.get(c).unwrap_or(&Value::Null), ty),
-                        )
-                    })
-                    .collect()
-            })
-            .collect();
-        out.insert(name.clone(), TableDump { columns, rows });
-    }
-    out
 }
 
 fn run_scenario(name: &str) {

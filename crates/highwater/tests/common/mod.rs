@@ -274,3 +274,41 @@ pub fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0))
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
+
+/// Expected tables from the fixture, values made canonical by column type.
+pub fn expected_tables(expected: &Value) -> BTreeMap<String, TableDump> {
+    let mut out = BTreeMap::new();
+    for (name, table) in expected["tables"].as_object().unwrap() {
+        let columns: Vec<(String, String, bool)> = table["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["type"].as_str().unwrap().to_string(),
+                    c["nullable"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        let rows = table["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let obj = r.as_object().unwrap();
+                columns
+                    .iter()
+                    .map(|(c, ty, _)| {
+                        (
+                            c.clone(),
+                            canonical_from_fixture(obj.get(c).unwrap_or(&Value::Null), ty),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        out.insert(name.clone(), TableDump { columns, rows });
+    }
+    out
+}
