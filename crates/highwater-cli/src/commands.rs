@@ -141,7 +141,8 @@ pub fn schema(pipeline: &Pipeline, format: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_resource(config: &LoadedConfig, name: &str) -> Result<()> {
+/// An error naming the file and the resources it has, unless it has one called `name`.
+pub(crate) fn check_resource(config: &LoadedConfig, name: &str) -> Result<()> {
     if config.file.resources.iter().any(|r| r.name == name) {
         return Ok(());
     }

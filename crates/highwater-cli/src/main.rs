@@ -231,7 +231,7 @@ fn run(args: RunArgs) -> Result<()> {
     if args.interval_start.is_some() || args.interval_end.is_some() {
         require_external_schedulers(&config, &args.resources)?;
     }
-    let source = sources::build_source(&config)?;
+    let source = sources::build_source(&config, &args.resources)?;
     pipeline.on_progress(progress::reporter(args.progress));
     let options = RunOptions {
         hints: Hints {

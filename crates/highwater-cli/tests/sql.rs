@@ -727,3 +727,32 @@ fn postgres_runs_killed_at_arbitrary_moments_lose_and_duplicate_nothing() {
         [["30000", "30000", "1", "30000"]]
     );
 }
+
+/// `--resource` builds only the selected resources: a database that is down for another resource
+/// does not stop the run, and an unknown name is an error naming the file's resources.
+#[test]
+fn unselected_sql_resources_are_not_connected() {
+    let p = Project::new(
+        "[[resources]]\nname = \"readings\"\n\n[resources.source]\nkind = \"sql\"\nconnection = \"sqlite:sensors.db\"\ntable = \"readings\"\n\n[[resources]]\nname = \"orders\"\n\n[resources.source]\nkind = \"sql\"\nconnection = \"postgres://loader@127.0.0.1:1/shop\"\ntable = \"orders\"\n",
+    );
+    rusqlite::Connection::open(p.path().join("sensors.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE readings (seq INTEGER PRIMARY KEY); INSERT INTO readings VALUES (1), (2);")
+        .unwrap();
+    let out = p.run(&["--resource", "readings"], &[]);
+    assert_eq!(ok(&out)["tables"]["readings"], 2);
+    let all = p.run(&[], &[]);
+    assert_eq!(all.status.code(), Some(1));
+    assert!(
+        stderr(&all).contains("postgres://loader@127.0.0.1:1/shop"),
+        "{}",
+        stderr(&all)
+    );
+    let unknown = p.run(&["--resource", "nope"], &[]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        stderr(&unknown).contains("no resource named \"nope\" (resources: readings, orders)"),
+        "{}",
+        stderr(&unknown)
+    );
+}

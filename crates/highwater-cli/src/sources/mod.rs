@@ -13,11 +13,17 @@ use highwater::{
 
 use crate::config::{choice, toml_to_json, LoadedConfig, ResourceConfig};
 
-/// The source of all resources in the file (named after the pipeline).
-pub fn build_source(config: &LoadedConfig) -> Result<Source> {
+/// The source of the file's resources (named after the pipeline): the `selected` ones, or all
+/// when none is selected. Only those are built, so an unselected `sql` resource does not connect.
+pub fn build_source(config: &LoadedConfig, selected: &[String]) -> Result<Source> {
+    for name in selected {
+        crate::commands::check_resource(config, name)?;
+    }
     let mut resources = Vec::new();
     for resource in &config.file.resources {
-        resources.push(build_resource(config, resource)?);
+        if selected.is_empty() || selected.contains(&resource.name) {
+            resources.push(build_resource(config, resource)?);
+        }
     }
     Ok(Source::new(config.file.pipeline.name.clone(), resources))
 }
