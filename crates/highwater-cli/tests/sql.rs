@@ -756,3 +756,28 @@ fn unselected_sql_resources_are_not_connected() {
         stderr(&unknown)
     );
 }
+
+/// A numeric cursor arrives as decimal text; the reflected `decimal` hint makes the incremental
+/// compare it as a number (10.50 after 9.25), not as text.
+#[test]
+fn postgres_numeric_cursors_compare_as_numbers() {
+    let server = PgServer::start();
+    let mut pg = server.database(
+        "shop",
+        "CREATE TABLE prices (sku text PRIMARY KEY, version numeric(6,2) NOT NULL);
+         INSERT INTO prices VALUES ('a', 9.25), ('b', 2.00);",
+    );
+    let p = Project::new(&format!(
+        "[[resources]]\nname = \"prices\"\n\n[resources.source]\nkind = \"sql\"\nconnection = \"{}\"\ntable = \"prices\"\n\n[resources.incremental]\ncursor_path = \"version\"\ninitial_value = 0\n",
+        server.url("shop")
+    ));
+    assert_eq!(ok(&p.run(&[], &[]))["tables"]["prices"], 2);
+    pg.batch_execute("INSERT INTO prices VALUES ('c', 10.50), ('d', 3.00)")
+        .unwrap();
+    let second = ok(&p.run(&[], &[]));
+    assert_eq!(second["tables"]["prices"], 1, "only 10.50: {second}");
+    assert_eq!(
+        p.rows("SELECT sku FROM raw.prices ORDER BY sku"),
+        [["a"], ["b"], ["c"]]
+    );
+}
