@@ -284,6 +284,9 @@ pub(crate) struct IncrementalRun {
     dedup: bool,
     start_hashes: HashSet<String>,
     hashes: HashSet<String>,
+    /// The key text of the newest best row, hashed only when the run ends: with an ascending
+    /// cursor every row is a new best, and most never stay at the boundary.
+    best_key: Option<String>,
     start_out_of_range: bool,
     end_out_of_range: bool,
     kept_rows: u64,
@@ -335,6 +338,7 @@ impl IncrementalRun {
             dedup_key,
             dedup,
             hashes: start_hashes.clone(),
+            best_key: None,
             start_hashes,
             start_out_of_range: false,
             end_out_of_range: false,
@@ -497,9 +501,8 @@ impl IncrementalRun {
         if is_new_best {
             self.last = Some(value);
             if self.dedup {
-                let hash = self.row_hash(item, location)?;
+                self.best_key = Some(self.row_key(item, location)?);
                 self.hashes.clear();
-                self.hashes.insert(hash);
             }
             self.kept_rows += 1;
             return Ok(Verdict::Keep);
@@ -575,9 +578,8 @@ impl IncrementalRun {
         if self.custom_last.as_ref() != Some(&new) {
             self.custom_last = Some(new);
             if self.dedup {
-                let hash = self.row_hash(item, location)?;
+                self.best_key = Some(self.row_key(item, location)?);
                 self.hashes.clear();
-                self.hashes.insert(hash);
             }
             self.kept_rows += 1;
             return Ok(Verdict::Keep);
@@ -675,6 +677,11 @@ impl IncrementalRun {
 
     /// The boundary hash of a row: its dedup key, or its whole content without a key.
     fn row_hash(&self, item: &Value, location: &str) -> Result<String> {
+        Ok(key_hash(&self.row_key(item, location)?))
+    }
+
+    /// The canonical text a row's boundary hash is made from.
+    fn row_key(&self, item: &Value, location: &str) -> Result<String> {
         let mut canonical = String::new();
         match &self.dedup_key {
             Some(key) if key.len() == 1 => {
@@ -703,7 +710,7 @@ impl IncrementalRun {
             }
             None => write_canonical(item, &mut canonical),
         }
-        Ok(shake128_b64(canonical.as_bytes(), 9))
+        Ok(canonical)
     }
 
     /// Whether the resource should stop being pulled (row order known and range left).
@@ -744,8 +751,10 @@ impl IncrementalRun {
                 }
             }
         }
-        let mut hashes: Vec<&String> = self.hashes.iter().collect();
+        let best = self.best_key.as_deref().map(key_hash);
+        let mut hashes: Vec<&String> = self.hashes.iter().chain(best.as_ref()).collect();
         hashes.sort();
+        hashes.dedup();
         let mut state = Map::new();
         state.insert(
             "initial_value".into(),
@@ -847,6 +856,11 @@ impl IncrementalView {
     pub fn end_out_of_range(&self) -> bool {
         self.snapshot().end_out_of_range
     }
+}
+
+/// The boundary hash of a row's key text (12 characters of shake_128, as dlt).
+fn key_hash(key: &str) -> String {
+    shake128_b64(key.as_bytes(), 9)
 }
 
 /// JSON with object keys sorted, so equal content hashes equally whatever the key order.
