@@ -9,7 +9,7 @@ use std::sync::mpsc::SyncSender;
 
 use base64::Engine as _;
 use bytes::BytesMut;
-use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, Timelike};
 use highwater::DataType;
 use postgres::types::{to_sql_checked, Format, FromSql, IsNull, Kind, ToSql, Type};
 use postgres::{Client, NoTls};
@@ -380,9 +380,22 @@ fn format_timestamp(pg_micros: i64, offset: &str) -> Result<String, String> {
         .checked_add(PG_EPOCH_MICROS)
         .and_then(DateTime::from_timestamp_micros)
         .ok_or_else(|| "timestamp out of range (infinity?)".to_string())?;
+    // By hand rather than through a strftime pattern, which is parsed again for every value.
+    let (date, time) = (instant.date_naive(), instant.time());
+    let micros = time.nanosecond() / 1000;
+    let fraction = match micros {
+        0 => String::new(),
+        m if m % 1000 == 0 => format!(".{:03}", m / 1000),
+        m => format!(".{m:06}"),
+    };
     Ok(format!(
-        "{}{offset}",
-        instant.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f")
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{fraction}{offset}",
+        date.year(),
+        date.month(),
+        date.day(),
+        time.hour(),
+        time.minute(),
+        time.second()
     ))
 }
 
@@ -560,6 +573,14 @@ mod tests {
         assert_eq!(
             format_timestamp(1_500_000, ""),
             Ok("2000-01-01T00:00:01.500".into())
+        );
+        assert_eq!(
+            format_timestamp(86_400_000_123, ""),
+            Ok("2000-01-02T00:00:00.000123".into())
+        );
+        assert_eq!(
+            format_timestamp(-1, "+00:00"),
+            Ok("1999-12-31T23:59:59.999999+00:00".into())
         );
         assert!(format_timestamp(i64::MAX, "").is_err());
     }
