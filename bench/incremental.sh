@@ -7,17 +7,9 @@
 #   bash bench/incremental.sh 1000000
 #   DLT_PYTHON=~/.cache/dlt-venv/bin/python bash bench/incremental.sh 1000000
 set -euo pipefail
+. "$(dirname "$0")/common.sh"
 N=${1:-1000000}
 NEW=$((N / 10))
-repo=$(cd "$(dirname "$0")/.." && pwd)
-shared=${SHARED_DIR:-$repo/../shared}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/highwater-target}
-target=$CARGO_TARGET_DIR
-cache=${BENCH_CACHE:-$HOME/.cache/highwater-bench}
-mkdir -p "$cache"
-
-cargo build --release --workspace --all-targets --manifest-path "$repo/Cargo.toml" >&2
-bin="$target/release/highwater"
 
 first="$cache/events-$N.jsonl"
 [ -s "$first" ] || python3 "$shared/bench/gen_events.py" "$N" -o "$first"
@@ -30,8 +22,6 @@ echo "first: $first ($N events); second: $second ($((N - NEW)) old + $NEW new)"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-
-. "$(dirname "$0")/measure.sh"
 
 pipeline() { # dir file
   mkdir -p "$1"

@@ -7,16 +7,8 @@
 #   bash bench/load.sh 1000000
 #   DLT_PYTHON=~/.cache/dlt-venv/bin/python bash bench/load.sh 200000
 set -euo pipefail
+. "$(dirname "$0")/common.sh"
 N=${1:-200000}
-repo=$(cd "$(dirname "$0")/.." && pwd)
-shared=${SHARED_DIR:-$repo/../shared}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/highwater-target}
-target=$CARGO_TARGET_DIR
-cache=${BENCH_CACHE:-$HOME/.cache/highwater-bench}
-mkdir -p "$cache"
-
-cargo build --release --workspace --all-targets --manifest-path "$repo/Cargo.toml" >&2
-bin="$target/release/highwater"
 
 data="$cache/events-$N.jsonl"
 [ -s "$data" ] || python3 "$shared/bench/gen_events.py" "$N" -o "$data"
@@ -24,8 +16,6 @@ echo "data: $data ($(du -h "$data" | cut -f1), $N events)"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-
-. "$(dirname "$0")/measure.sh"
 
 for disposition in append merge; do
   dir="$work/$disposition"

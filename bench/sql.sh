@@ -7,14 +7,9 @@
 #   bash bench/sql.sh 1000000
 #   DLT_PYTHON=~/.cache/dlt-venv/bin/python bash bench/sql.sh 1000000
 set -euo pipefail
+. "$(dirname "$0")/common.sh"
 N=${1:-1000000}
-repo=$(cd "$(dirname "$0")/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/highwater-target}
-target=$CARGO_TARGET_DIR
 pg_bin=${HIGHWATER_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
-
-cargo build --release --workspace --all-targets --manifest-path "$repo/Cargo.toml" >&2
-bin="$target/release/highwater"
 
 work=$(mktemp -d)
 as_pg=()
@@ -44,8 +39,6 @@ FROM generate_series(1, $N) AS i;
 ALTER TABLE orders ADD PRIMARY KEY (id);
 SQL
 echo "table: orders, $N rows"
-
-. "$(dirname "$0")/measure.sh"
 
 mkdir -p "$work/hw"
 cat >"$work/hw/pipeline.toml" <<TOML

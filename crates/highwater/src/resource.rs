@@ -114,6 +114,21 @@ pub struct ColumnHint {
     pub dedup_sort: Option<SortOrder>,
 }
 
+impl ColumnHint {
+    /// `self` with the fields it leaves unset taken from `base` (as dlt merges column hints).
+    pub fn merged_over(&self, base: &ColumnHint) -> ColumnHint {
+        ColumnHint {
+            data_type: self.data_type.or(base.data_type),
+            nullable: self.nullable.or(base.nullable),
+            precision: self.precision.or(base.precision),
+            scale: self.scale.or(base.scale),
+            timezone: self.timezone.or(base.timezone),
+            hard_delete: self.hard_delete || base.hard_delete,
+            dedup_sort: self.dedup_sort.or(base.dedup_sort),
+        }
+    }
+}
+
 /// Hints of a resource; `None` means "not set" so run-time hints can override resource hints.
 #[derive(Debug, Clone, Default)]
 pub struct Hints {

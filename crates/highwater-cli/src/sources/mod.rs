@@ -127,14 +127,7 @@ fn sql_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource> {
     let mut hints = build_hints(config, r)?;
     for (name, hint) in &mut hints.columns {
         if let Some(base) = reflected.columns.get(name) {
-            *hint = ColumnHint {
-                data_type: hint.data_type.or(base.data_type),
-                nullable: hint.nullable.or(base.nullable),
-                precision: hint.precision.or(base.precision),
-                scale: hint.scale.or(base.scale),
-                timezone: hint.timezone.or(base.timezone),
-                ..hint.clone()
-            };
+            *hint = hint.merged_over(base);
         }
     }
     let resource = sql::sql_resource(&r.name, source, reflection);
