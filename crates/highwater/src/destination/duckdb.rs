@@ -151,9 +151,12 @@ impl DuckDbDestination {
     }
 
     fn exec(&self, sql: &str, context: &str) -> Result<()> {
+        let started = std::time::Instant::now();
         self.conn
             .execute_batch(sql)
-            .map_err(|e| self.err(format!("{context} ({})", first_line(sql)), e))
+            .map_err(|e| self.err(format!("{context} ({})", first_line(sql)), e))?;
+        tracing::debug!(elapsed = ?started.elapsed(), "{}", first_line(sql));
+        Ok(())
     }
 
     fn set_memory_limit(&self, default: &str) -> Result<()> {
@@ -263,9 +266,11 @@ impl DuckDbDestination {
         let cols = column_list(columns.iter().map(String::as_str));
         let sql = format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM read_parquet(?)");
         let path = file.to_string_lossy().to_string();
+        let started = std::time::Instant::now();
         self.conn
             .execute(&sql, params![path])
             .map_err(|e| self.err(format!("loading {} into {target}", file.display()), e))?;
+        tracing::debug!(elapsed = ?started.elapsed(), file = %file.display(), "inserted into {target}");
         Ok(())
     }
 
