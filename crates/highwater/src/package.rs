@@ -14,6 +14,7 @@
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -479,12 +480,67 @@ pub fn read_items_range(
     start: u64,
     end: u64,
 ) -> Result<impl Iterator<Item = Result<(u64, String, Value)>>> {
+    Ok(read_item_lines(path, sources, start, end)?.map(|line| {
+        let line = line?;
+        let value = serde_json::from_slice(line.json()).map_err(|e| line.parse_error(e))?;
+        Ok((line.offset, line.location(), value))
+    }))
+}
+
+/// One line of an items file, not yet parsed.
+pub struct ItemLine {
+    /// Byte offset of the line in the items file.
+    pub offset: u64,
+    /// `file:line` of the item in the input, when it came from a file.
+    pub place: Option<String>,
+    line: Vec<u8>,
+    json_start: usize,
+    path: Arc<Path>,
+}
+
+impl ItemLine {
+    /// The item's JSON text.
+    pub fn json(&self) -> &[u8] {
+        &self.line[self.json_start..]
+    }
+
+    /// The prefix error messages start with: `file:line: `, or nothing.
+    pub fn location(&self) -> String {
+        self.place
+            .as_ref()
+            .map(|p| format!("{p}: "))
+            .unwrap_or_default()
+    }
+
+    /// The error for JSON text that does not parse.
+    pub fn parse_error(&self, e: serde_json::Error) -> Error {
+        match &self.place {
+            // Items passed through unparsed are checked here, with their place in the input.
+            Some(place) => Error::InvalidJson {
+                location: place.clone(),
+                message: e.to_string(),
+            },
+            None => Error::Corrupt {
+                what: self.path.display().to_string(),
+                detail: e.to_string(),
+            },
+        }
+    }
+}
+
+/// The lines of an items file starting in the byte range `[start, end)`, unparsed.
+pub fn read_item_lines(
+    path: &Path,
+    sources: &[String],
+    start: u64,
+    end: u64,
+) -> Result<impl Iterator<Item = Result<ItemLine>>> {
     use std::io::{Seek, SeekFrom};
     let mut file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
     file.seek(SeekFrom::Start(start))
         .map_err(|e| Error::io("reading", path, e))?;
     let reader = BufReader::with_capacity(1 << 20, file);
-    let path = path.to_path_buf();
+    let path: Arc<Path> = Arc::from(path);
     let sources = sources.to_vec();
     let mut offset = start;
     Ok(reader
@@ -500,7 +556,7 @@ pub fn read_items_range(
             }))
         })
         .map(move |line| {
-            let (line_start, line) = line.map_err(|e| Error::io("reading", &path, e))?;
+            let (line_start, line) = line.map_err(|e| Error::io("reading", &*path, e))?;
             let tab = line
                 .iter()
                 .position(|&b| b == b'\t')
@@ -517,22 +573,13 @@ pub fn read_items_range(
                         sources.get(source.parse::<usize>().ok()?)?
                     ))
                 });
-            let value = serde_json::from_slice(&line[tab + 1..]).map_err(|e| match &place {
-                // Items passed through unparsed are checked here, with their place in the input.
-                Some(place) => Error::InvalidJson {
-                    location: place.clone(),
-                    message: e.to_string(),
-                },
-                None => Error::Corrupt {
-                    what: path.display().to_string(),
-                    detail: e.to_string(),
-                },
-            })?;
-            Ok((
-                line_start,
-                place.map(|p| format!("{p}: ")).unwrap_or_default(),
-                value,
-            ))
+            Ok(ItemLine {
+                offset: line_start,
+                place,
+                line,
+                json_start: tab + 1,
+                path: path.clone(),
+            })
         }))
 }
 

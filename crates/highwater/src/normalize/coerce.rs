@@ -3,6 +3,8 @@
 use base64::Engine;
 use serde_json::Value;
 
+use super::node::Node;
+
 use crate::schema::DataType;
 use crate::timeparse::{parse_date, parse_timestamp, parse_timestamp_or_date};
 
@@ -53,19 +55,11 @@ fn looks_like_timestamp(s: &str) -> bool {
     s.len() >= 13 && s.as_bytes()[0].is_ascii_digit() && parse_timestamp(s).is_some()
 }
 
-/// [`coerce`] for the common case of a value already of the column's type, without copying
-/// more than the builder needs; anything else goes through [`coerce`].
-pub fn coerce_owned_ok(value: &Value, target: DataType) -> Option<Cell> {
-    match (target, value) {
-        (DataType::Bigint, Value::Number(n)) if n.is_i64() => n.as_i64().map(Cell::Bigint),
-        (DataType::Bool, Value::Bool(b)) => Some(Cell::Bool(*b)),
-        (DataType::Double, Value::Number(n)) => n.as_f64().map(Cell::Double),
-        _ => coerce(value, target),
-    }
-}
-
 /// Converts `value` to `target`, or `None` when dlt's coercion table has no rule that works.
 pub fn coerce(value: &Value, target: DataType) -> Option<Cell> {
+    if let Value::String(s) = value {
+        return coerce_str(s, target);
+    }
     match target {
         DataType::Text => to_text(value).map(Cell::Text),
         DataType::Bigint => to_bigint(value).map(Cell::Bigint),
@@ -73,29 +67,60 @@ pub fn coerce(value: &Value, target: DataType) -> Option<Cell> {
         DataType::Bool => to_bool(value).map(Cell::Bool),
         DataType::Timestamp => to_timestamp(value).map(Cell::Timestamp),
         DataType::Date => to_date(value).map(Cell::Date),
-        DataType::Time => match value {
-            Value::String(s) => chrono::NaiveTime::parse_from_str(s, "%H:%M:%S%.f")
-                .ok()
-                .map(|t| Cell::Time(micros_of_day(t))),
-            _ => None,
-        },
+        DataType::Time => None,
         DataType::Decimal => to_decimal(value).map(Cell::Decimal),
         DataType::Json => match value {
             Value::Object(_) | Value::Array(_) => Some(Cell::Text(value.to_string())),
-            Value::String(s) => serde_json::from_str::<Value>(s)
-                .ok()
-                .map(|v| Cell::Text(v.to_string())),
             _ => None,
         },
         DataType::Binary => match value {
-            Value::String(s) => base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .ok()
-                .or_else(|| decode_hex(s))
-                .map(Cell::Binary),
             Value::Number(n) => n.as_i64().map(|i| Cell::Binary(i.to_be_bytes().to_vec())),
             _ => None,
         },
+    }
+}
+
+/// [`coerce`] of a JSON string.
+pub fn coerce_str(s: &str, target: DataType) -> Option<Cell> {
+    match target {
+        DataType::Text => Some(Cell::Text(s.to_string())),
+        DataType::Bigint => bigint_from_str(s).map(Cell::Bigint),
+        DataType::Double => double_from_str(s).map(Cell::Double),
+        DataType::Bool => bool_from_str(s).map(Cell::Bool),
+        DataType::Timestamp => {
+            parse_timestamp_or_date(s).map(|t| Cell::Timestamp(t.timestamp_micros()))
+        }
+        DataType::Date => date_from_str(s).map(Cell::Date),
+        DataType::Time => chrono::NaiveTime::parse_from_str(s, "%H:%M:%S%.f")
+            .ok()
+            .map(|t| Cell::Time(micros_of_day(t))),
+        DataType::Decimal => parse_decimal(s.trim(), DECIMAL_SCALE).map(Cell::Decimal),
+        DataType::Json => serde_json::from_str::<Value>(s)
+            .ok()
+            .map(|v| Cell::Text(v.to_string())),
+        DataType::Binary => base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .ok()
+            .or_else(|| decode_hex(s))
+            .map(Cell::Binary),
+    }
+}
+
+/// [`coerce`] of a node of a parsed item, without copying it into a `Value` when it is a string
+/// or a scalar already of the column's type.
+pub fn coerce_node(node: &Node<'_>, target: DataType) -> Option<Cell> {
+    match (target, node) {
+        (_, Node::Null) => None,
+        (_, Node::Str(s)) => coerce_str(s, target),
+        (DataType::Bigint, Node::Int(i)) => Some(Cell::Bigint(*i)),
+        (DataType::Double, Node::Int(i)) => Some(Cell::Double(*i as f64)),
+        (DataType::Double, Node::Float(f)) => Some(Cell::Double(*f)),
+        (DataType::Bool, Node::Bool(b)) => Some(Cell::Bool(*b)),
+        (DataType::Json | DataType::Text, Node::Array(_) | Node::Object(_)) => {
+            Some(Cell::Text(node.to_json()))
+        }
+        (_, Node::Array(_) | Node::Object(_)) => None,
+        _ => coerce(&node.to_value(), target),
     }
 }
 
@@ -149,31 +174,35 @@ fn to_bigint(value: &Value) -> Option<i64> {
             let f = n.as_f64()?;
             (f.fract() == 0.0 && f.abs() < 9.2e18).then_some(f as i64)
         }),
-        Value::String(s) => {
-            let t = s.trim();
-            if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-                i64::from_str_radix(hex, 16).ok()
-            } else {
-                t.replace('_', "").parse::<i64>().ok()
-            }
-        }
+        Value::String(s) => bigint_from_str(s),
         _ => None,
+    }
+}
+
+fn bigint_from_str(s: &str) -> Option<i64> {
+    let t = s.trim();
+    if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        i64::from_str_radix(hex, 16).ok()
+    } else {
+        t.replace('_', "").parse::<i64>().ok()
     }
 }
 
 fn to_double(value: &Value) -> Option<f64> {
     match value {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => {
-            let t = s.trim().to_ascii_lowercase();
-            match t.as_str() {
-                "inf" | "+inf" | "infinity" => Some(f64::INFINITY),
-                "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
-                "nan" => Some(f64::NAN),
-                _ => t.parse::<f64>().ok(),
-            }
-        }
+        Value::String(s) => double_from_str(s),
         _ => None,
+    }
+}
+
+fn double_from_str(s: &str) -> Option<f64> {
+    let t = s.trim().to_ascii_lowercase();
+    match t.as_str() {
+        "inf" | "+inf" | "infinity" => Some(f64::INFINITY),
+        "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
+        "nan" => Some(f64::NAN),
+        _ => t.parse::<f64>().ok(),
     }
 }
 
@@ -181,18 +210,21 @@ fn to_bool(value: &Value) -> Option<bool> {
     match value {
         Value::Bool(b) => Some(*b),
         Value::Number(n) => n.as_f64().map(|f| f != 0.0),
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "yes" | "true" | "t" | "y" | "1" => Some(true),
-            "no" | "false" | "f" | "n" | "0" => Some(false),
-            _ => None,
-        },
+        Value::String(s) => bool_from_str(s),
+        _ => None,
+    }
+}
+
+fn bool_from_str(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "yes" | "true" | "t" | "y" | "1" => Some(true),
+        "no" | "false" | "f" | "n" | "0" => Some(false),
         _ => None,
     }
 }
 
 fn to_timestamp(value: &Value) -> Option<i64> {
     match value {
-        Value::String(s) => parse_timestamp_or_date(s).map(|t| t.timestamp_micros()),
         Value::Number(n) => {
             let f = n.as_f64()?;
             Some((f * 1_000_000.0).round() as i64)
@@ -202,15 +234,23 @@ fn to_timestamp(value: &Value) -> Option<i64> {
 }
 
 fn to_date(value: &Value) -> Option<i32> {
-    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
     let date = match value {
-        Value::String(s) => parse_date(s).or_else(|| parse_timestamp(s).map(|t| t.date_naive()))?,
+        Value::String(s) => return date_from_str(s),
         Value::Number(n) => {
             let secs = n.as_f64()?;
             chrono::DateTime::from_timestamp(secs.floor() as i64, 0)?.date_naive()
         }
         _ => return None,
     };
+    days_since_epoch(date)
+}
+
+fn date_from_str(s: &str) -> Option<i32> {
+    days_since_epoch(parse_date(s).or_else(|| parse_timestamp(s).map(|t| t.date_naive()))?)
+}
+
+fn days_since_epoch(date: chrono::NaiveDate) -> Option<i32> {
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
     i32::try_from((date - epoch).num_days()).ok()
 }
 
@@ -220,7 +260,6 @@ pub const DECIMAL_SCALE: u32 = 9;
 fn to_decimal(value: &Value) -> Option<i128> {
     let text = match value {
         Value::Number(n) => n.to_string(),
-        Value::String(s) => s.trim().to_string(),
         _ => return None,
     };
     parse_decimal(&text, DECIMAL_SCALE)

@@ -6,6 +6,7 @@
 
 mod arrow_items;
 pub mod coerce;
+pub mod node;
 mod parallel;
 pub mod writer;
 
@@ -21,7 +22,8 @@ use crate::hash::{digest128, random_row_id};
 use crate::naming::Naming;
 use crate::package::TableSpec;
 use crate::schema::{Column, DataType, MergeStrategy, Schema, Table, WriteDisposition};
-use coerce::{coerce, infer_type, python_type};
+use coerce::{coerce, coerce_node, infer_type, python_type, Cell};
+pub use node::{Entry, Node};
 pub(crate) use parallel::normalize_items_file;
 pub use writer::TableFile;
 use writer::TableWriter;
@@ -71,17 +73,35 @@ pub struct Normalizer<'a> {
     frozen: bool,
     /// Prefix of this normalizer's file names, so parallel workers never share a file.
     file_prefix: String,
+    /// Child table names by (table, list column).
+    child_names: foldhash::HashMap<Arc<str>, foldhash::HashMap<Arc<str>, Arc<str>>>,
+    system_names: SystemNames,
 }
 
 /// One row of an item, assembled before it is written.
-struct PendingRow {
-    table: String,
-    parent: Option<String>,
-    values: RowValues,
+struct PendingRow<'n> {
+    table: Arc<str>,
+    parent: Option<Arc<str>>,
+    values: RowValues<'n>,
 }
 
-/// A row being assembled: column name and raw value, in emission order.
-type RowValues = Vec<(Arc<str>, Value)>;
+/// A value of a row: a node of the item, or one the normalizer adds.
+enum RowValue<'n> {
+    Item(&'n Node<'n>),
+    Text(String),
+    Int(i64),
+    /// The package's load id.
+    LoadId,
+}
+
+/// A row being assembled: column name and value, in emission order.
+type RowValues<'n> = Vec<(Arc<str>, RowValue<'n>)>;
+
+/// Nested objects waiting to be flattened: entries, column prefix, nesting level left.
+type NestedObjects<'n> = Vec<(&'n [Entry<'n>], Arc<str>, i64)>;
+
+/// The child lists of a row: child table name and the list's elements.
+type ChildLists<'n> = Vec<(Arc<str>, &'n [Node<'n>])>;
 
 impl<'a> Normalizer<'a> {
     /// A normalizer that evolves `schema` and writes files into `dir`.
@@ -100,6 +120,8 @@ impl<'a> Normalizer<'a> {
             collisions: foldhash::HashSet::default(),
             frozen: false,
             file_prefix: String::new(),
+            child_names: foldhash::HashMap::default(),
+            system_names: SystemNames::default(),
         }
     }
 
@@ -213,25 +235,35 @@ impl<'a> Normalizer<'a> {
     /// Normalizes one item of root table `root` (a name returned by [`Self::prepare_root`]).
     /// Returns `false`, writing nothing, when a frozen normalizer would have to change the schema.
     pub fn push_item(&mut self, root: &str, item: Value, location: &str) -> Result<bool> {
+        self.push_node(root, &Node::from_value(&item), location)
+    }
+
+    /// [`Self::push_item`] for an item parsed as a [`Node`].
+    pub fn push_node(&mut self, root: &str, item: &Node<'_>, location: &str) -> Result<bool> {
         let settings = self
             .roots
             .get(root)
             .cloned()
             .ok_or_else(|| Error::Config(format!("table {root} was not prepared")))?;
-        let object = match item {
-            Value::Object(map) => map,
-            other => {
-                let mut map = Map::new();
-                map.insert("value".into(), other);
-                map
-            }
+        let entries = match item {
+            Node::Object(entries) => Entries::Object(entries),
+            other => Entries::One("value", other),
         };
         let content_hash = (settings.row_id == RowIdKind::ContentHash).then(|| {
-            let mut filtered = object.clone();
-            filtered.retain(|k, _| !k.starts_with("_dlt"));
-            digest128(&Value::Object(filtered).to_string())
+            let filtered = match item {
+                Node::Object(entries) => Node::Object(
+                    entries
+                        .iter()
+                        .filter(|(k, _)| !k.starts_with("_dlt"))
+                        .cloned()
+                        .collect(),
+                ),
+                other => Node::Object(vec![("value".into(), other.clone())]),
+            };
+            digest128(&filtered.to_json())
         });
-        let (mut values, lists) = self.flatten(root, object, settings.max_nesting as i64);
+        let root_name: Arc<str> = Arc::from(root);
+        let (mut values, lists) = self.flatten(&root_name, entries, settings.max_nesting as i64);
         let row_id = match take_user_row_id(&mut values) {
             Some(id) => id,
             None => match settings.row_id {
@@ -245,13 +277,13 @@ impl<'a> Normalizer<'a> {
                 })?,
             },
         };
+        values.push((self.system_names.load_id.clone(), RowValue::LoadId));
         values.push((
-            Arc::from("_dlt_load_id"),
-            Value::String(self.load_id.clone()),
+            self.system_names.row_id.clone(),
+            RowValue::Text(row_id.clone()),
         ));
-        values.push((Arc::from("_dlt_id"), Value::String(row_id.clone())));
         let mut rows = vec![PendingRow {
-            table: root.to_string(),
+            table: root_name.clone(),
             parent: None,
             values,
         }];
@@ -259,7 +291,7 @@ impl<'a> Normalizer<'a> {
         for (child, list) in lists {
             self.collect_list(
                 &mut rows,
-                root,
+                &root_name,
                 &child,
                 list,
                 &row_id,
@@ -279,53 +311,50 @@ impl<'a> Normalizer<'a> {
 
     /// The rows of a list's elements (and of their own lists), parents before children.
     #[allow(clippy::too_many_arguments)]
-    fn collect_list(
+    fn collect_list<'n>(
         &mut self,
-        rows: &mut Vec<PendingRow>,
-        parent: &str,
-        table: &str,
-        list: Vec<Value>,
+        rows: &mut Vec<PendingRow<'n>>,
+        parent: &Arc<str>,
+        table: &Arc<str>,
+        list: &'n [Node<'n>],
         parent_id: &str,
         root_id: Option<&str>,
         lvl: i64,
     ) {
-        for (idx, element) in list.into_iter().enumerate() {
-            let object = match element {
-                Value::Object(map) => map,
-                Value::Array(inner) => {
-                    let mut map = Map::new();
-                    map.insert("list".into(), Value::Array(inner));
-                    map
-                }
-                scalar => {
-                    let mut map = Map::new();
-                    map.insert("value".into(), scalar);
-                    map
-                }
+        let mut id_source = String::new();
+        for (idx, element) in list.iter().enumerate() {
+            let entries = match element {
+                Node::Object(entries) => Entries::Object(entries),
+                Node::Array(_) => Entries::One("list", element),
+                scalar => Entries::One("value", scalar),
             };
-            let (mut values, lists) = self.flatten(table, object, lvl);
+            let (mut values, lists) = self.flatten(table, entries, lvl);
+            let names = &self.system_names;
             let row_id = match take_user_row_id(&mut values) {
                 Some(id) => {
-                    values.push((Arc::from("_dlt_id"), Value::String(id.clone())));
+                    values.push((names.row_id.clone(), RowValue::Text(id.clone())));
                     id
                 }
                 None => {
-                    let id = digest128(&format!("{parent_id}_{table}_{idx}"));
+                    use std::fmt::Write;
+                    id_source.clear();
+                    let _ = write!(id_source, "{parent_id}_{table}_{idx}");
+                    let id = digest128(&id_source);
                     if let Some(root_id) = root_id {
-                        values.push(("_dlt_root_id".into(), Value::String(root_id.to_string())));
+                        values.push((names.root_id.clone(), RowValue::Text(root_id.to_string())));
                     }
                     values.push((
-                        "_dlt_parent_id".into(),
-                        Value::String(parent_id.to_string()),
+                        names.parent_id.clone(),
+                        RowValue::Text(parent_id.to_string()),
                     ));
-                    values.push(("_dlt_list_idx".into(), Value::from(idx as i64)));
-                    values.push(("_dlt_id".into(), Value::String(id.clone())));
+                    values.push((names.list_idx.clone(), RowValue::Int(idx as i64)));
+                    values.push((names.row_id.clone(), RowValue::Text(id.clone())));
                     id
                 }
             };
             rows.push(PendingRow {
-                table: table.to_string(),
-                parent: Some(parent.to_string()),
+                table: table.clone(),
+                parent: Some(parent.clone()),
                 values,
             });
             for (child, list) in lists {
@@ -336,14 +365,14 @@ impl<'a> Normalizer<'a> {
 
     /// Whether a row can be written without changing the schema: its table and every column
     /// exist and every value has the column's type (no new column, no variant).
-    fn fits(&self, row: &PendingRow) -> bool {
-        let writer = self.writers.get(&row.table);
-        let table = self.schema.tables.get(&row.table);
+    fn fits(&self, row: &PendingRow<'_>) -> bool {
+        let writer = self.writers.get(&*row.table);
+        let table = self.schema.tables.get(&*row.table);
         if writer.is_none() && table.is_none() {
             return false;
         }
         row.values.iter().all(|(column, value)| {
-            if value.is_null() {
+            if matches!(value, RowValue::Item(Node::Null)) {
                 return true;
             }
             let data_type = writer
@@ -354,38 +383,66 @@ impl<'a> Normalizer<'a> {
                         .and_then(|t| t.columns.get(&**column))
                         .map(|c| c.data_type)
                 });
-            match data_type {
-                Some(DataType::Text) if value.is_string() => true,
-                Some(t) => coerce::coerce_owned_ok(value, t).is_some(),
-                None => false,
+            match (data_type, value) {
+                (None, _) => false,
+                (Some(DataType::Text), RowValue::Text(_) | RowValue::LoadId) => true,
+                (Some(DataType::Bigint), RowValue::Int(_)) => true,
+                (Some(t), RowValue::Item(node)) => {
+                    matches!((t, node), (DataType::Text, Node::Str(_)))
+                        || coerce_node(node, t).is_some()
+                }
+                (Some(t), other) => coerce(&self.row_value_json(other), t).is_some(),
             }
         })
     }
 
+    /// A row value as JSON, for the paths that coerce or infer from a `Value`.
+    fn row_value_json(&self, value: &RowValue<'_>) -> Value {
+        match value {
+            RowValue::Item(node) => node.to_value(),
+            RowValue::Text(s) => Value::String(s.clone()),
+            RowValue::Int(i) => Value::from(*i),
+            RowValue::LoadId => Value::String(self.load_id.clone()),
+        }
+    }
+
     /// Flattens an object into columns (nested objects joined with `__`) and child lists,
     /// in dlt's order: the object's own values first, then nested objects, last seen first.
-    fn flatten(
+    fn flatten<'n>(
         &mut self,
-        table: &str,
-        object: Map<String, Value>,
+        table: &Arc<str>,
+        entries: Entries<'n>,
         lvl: i64,
-    ) -> (RowValues, Vec<(String, Vec<Value>)>) {
-        let mut values = Vec::with_capacity(object.len() + 5);
+    ) -> (RowValues<'n>, ChildLists<'n>) {
+        let mut values = Vec::with_capacity(entries.len() + 5);
         let mut lists = Vec::new();
-        let mut stack: Vec<(Map<String, Value>, Arc<str>, i64)> =
-            vec![(object, self.root_prefix.clone(), lvl)];
+        let mut stack: NestedObjects<'n> = Vec::new();
+        let root_prefix = self.root_prefix.clone();
+        match entries {
+            Entries::Object(object) => stack.push((object, root_prefix, lvl)),
+            Entries::One(key, node) => self.flatten_entry(
+                table,
+                &root_prefix,
+                key,
+                node,
+                lvl,
+                &mut values,
+                &mut lists,
+                &mut stack,
+            ),
+        }
         while let Some((object, prefix, lvl)) = stack.pop() {
-            for (key, value) in object {
-                let name = self.column_name(&prefix, &key);
-                match value {
-                    Value::Object(child) if !self.is_json_column(table, &name, lvl) => {
-                        stack.push((child, name, lvl - 1));
-                    }
-                    Value::Array(list) if !self.is_json_column(table, &name, lvl) => {
-                        lists.push((self.naming.shorten_fragments(&[table, &name]), list));
-                    }
-                    value => values.push((name, value)),
-                }
+            for (key, node) in object {
+                self.flatten_entry(
+                    table,
+                    &prefix,
+                    key,
+                    node,
+                    lvl,
+                    &mut values,
+                    &mut lists,
+                    &mut stack,
+                );
             }
         }
         if !self.collisions.is_empty() {
@@ -393,6 +450,48 @@ impl<'a> Normalizer<'a> {
             keep_last_of_each_name(&mut lists, |_| true);
         }
         (values, lists)
+    }
+
+    /// One entry of an object being flattened: a value, a nested object for later, or a list.
+    #[allow(clippy::too_many_arguments)]
+    fn flatten_entry<'n>(
+        &mut self,
+        table: &Arc<str>,
+        prefix: &Arc<str>,
+        key: &str,
+        node: &'n Node<'n>,
+        lvl: i64,
+        values: &mut RowValues<'n>,
+        lists: &mut ChildLists<'n>,
+        stack: &mut NestedObjects<'n>,
+    ) {
+        let name = self.column_name(prefix, key);
+        match node {
+            Node::Object(child) if !self.is_json_column(table, &name, lvl) => {
+                stack.push((child, name, lvl - 1));
+            }
+            Node::Array(list) if !self.is_json_column(table, &name, lvl) => {
+                lists.push((self.child_table_name(table, &name), list));
+            }
+            node => values.push((name, RowValue::Item(node))),
+        }
+    }
+
+    /// The name of the child table holding list `column` of `table`.
+    fn child_table_name(&mut self, table: &Arc<str>, column: &Arc<str>) -> Arc<str> {
+        if let Some(name) = self
+            .child_names
+            .get(table)
+            .and_then(|per_table| per_table.get(column))
+        {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(self.naming.shorten_fragments(&[table, column]));
+        let per_table = self.child_names.entry(table.clone()).or_default();
+        if per_table.len() < 10_000 {
+            per_table.insert(column.clone(), name.clone());
+        }
+        name
     }
 
     /// The full column name of `key` inside the object at `prefix` ("" at the top).
@@ -452,35 +551,61 @@ impl<'a> Normalizer<'a> {
         &mut self,
         table: &str,
         parent: Option<&str>,
-        values: RowValues,
+        values: RowValues<'_>,
         location: &str,
     ) -> Result<()> {
         if !self.writers.contains_key(table) {
             self.open_writer(table, parent);
         }
         // Fast path: columns this package already wrote, values of their type; the rest (new
-        // columns, coercions, variants) after, in order.
+        // columns, variants) after, in order.
         let mut slow: Vec<(Arc<str>, Value)> = Vec::new();
+        let load_id = self.load_id.as_str();
         if let Some(writer) = self.writers.get_mut(table) {
             for (column, value) in values {
-                if value.is_null() {
+                if matches!(value, RowValue::Item(Node::Null)) {
                     continue;
                 }
-                if !slow.is_empty() {
-                    slow.push((column, value));
-                    continue;
-                }
-                match writer.lookup(&column) {
-                    Some((index, DataType::Text, _)) if value.is_string() => {
-                        writer.set_str(index, value.as_str().unwrap_or_default());
+                if slow.is_empty() {
+                    if let Some((index, data_type, _)) = writer.lookup(&column) {
+                        let written = match (data_type, &value) {
+                            (DataType::Text, RowValue::Item(Node::Str(s))) => {
+                                writer.set_str(index, s);
+                                true
+                            }
+                            (DataType::Text, RowValue::Text(s)) => {
+                                writer.set_str(index, s);
+                                true
+                            }
+                            (DataType::Text, RowValue::LoadId) => {
+                                writer.set_str(index, load_id);
+                                true
+                            }
+                            (DataType::Bigint, RowValue::Int(i)) => {
+                                writer.set(index, Cell::Bigint(*i));
+                                true
+                            }
+                            (_, RowValue::Item(node)) => match coerce_node(node, data_type) {
+                                Some(cell) => {
+                                    writer.set(index, cell);
+                                    true
+                                }
+                                None => false,
+                            },
+                            _ => false,
+                        };
+                        if written {
+                            continue;
+                        }
                     }
-                    Some((index, data_type, _)) => match coerce::coerce_owned_ok(&value, data_type)
-                    {
-                        Some(cell) => writer.set(index, cell),
-                        None => slow.push((column, value)),
-                    },
-                    None => slow.push((column, value)),
                 }
+                let json = match value {
+                    RowValue::Item(node) => node.to_value(),
+                    RowValue::Text(s) => Value::String(s),
+                    RowValue::Int(i) => Value::from(i),
+                    RowValue::LoadId => Value::String(load_id.to_string()),
+                };
+                slow.push((column, json));
             }
         }
         for (column, value) in slow {
@@ -719,30 +844,32 @@ fn keep_last_of_each_name<K: AsRef<str>, V>(
 }
 
 /// A user-supplied non-empty `_dlt_id` is kept (dlt then adds no id columns of its own).
-fn take_user_row_id(values: &mut RowValues) -> Option<String> {
-    let pos = values
-        .iter()
-        .position(|(k, v)| &**k == "_dlt_id" && is_truthy(v))?;
-    let (_, value) = values.remove(pos);
-    Some(match value {
-        Value::String(s) => s,
-        other => other.to_string(),
-    })
+fn take_user_row_id(values: &mut RowValues<'_>) -> Option<String> {
+    let pos = values.iter().position(|(k, v)| {
+        &**k == "_dlt_id" && matches!(v, RowValue::Item(node) if is_truthy(node))
+    })?;
+    match values.remove(pos).1 {
+        RowValue::Item(Node::Str(s)) => Some(s.to_string()),
+        RowValue::Item(other) => Some(other.to_json()),
+        _ => None,
+    }
 }
 
-fn is_truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::String(s) => !s.is_empty(),
-        Value::Number(n) => n.as_f64() != Some(0.0),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
+fn is_truthy(node: &Node<'_>) -> bool {
+    match node {
+        Node::Null => false,
+        Node::Bool(b) => *b,
+        Node::Str(s) => !s.is_empty(),
+        Node::Int(i) => *i != 0,
+        Node::UInt(_) => true,
+        Node::Float(f) => *f != 0.0,
+        Node::Array(a) => !a.is_empty(),
+        Node::Object(o) => !o.is_empty(),
     }
 }
 
 /// dlt's key hash: digest of `{"pk": value, …}` with sorted keys, compact.
-fn key_hash(values: &RowValues, primary_key: &[String]) -> Option<String> {
+fn key_hash(values: &RowValues<'_>, primary_key: &[String]) -> Option<String> {
     let mut keys: Vec<&String> = primary_key.iter().collect();
     keys.sort();
     let mut map = Map::new();
@@ -750,10 +877,53 @@ fn key_hash(values: &RowValues, primary_key: &[String]) -> Option<String> {
         let value = values
             .iter()
             .find(|(k, _)| **k == **key)
-            .map(|(_, v)| v.clone())?;
+            .and_then(|(_, v)| match v {
+                RowValue::Item(node) => Some(node.to_value()),
+                RowValue::Text(s) => Some(Value::String(s.clone())),
+                RowValue::Int(i) => Some(Value::from(*i)),
+                RowValue::LoadId => None,
+            })?;
         map.insert(key.clone(), value);
     }
     Some(digest128(&Value::Object(map).to_string()))
+}
+
+/// The entries of what becomes one row: an object's, or a single value under a fixed key
+/// (`value` for scalars, `list` for a list inside a list).
+#[derive(Clone, Copy)]
+enum Entries<'n> {
+    Object(&'n [Entry<'n>]),
+    One(&'static str, &'n Node<'n>),
+}
+
+impl Entries<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Entries::Object(entries) => entries.len(),
+            Entries::One(..) => 1,
+        }
+    }
+}
+
+/// The `_dlt_*` column names, shared by every row instead of allocated for each.
+struct SystemNames {
+    load_id: Arc<str>,
+    row_id: Arc<str>,
+    root_id: Arc<str>,
+    parent_id: Arc<str>,
+    list_idx: Arc<str>,
+}
+
+impl Default for SystemNames {
+    fn default() -> Self {
+        SystemNames {
+            load_id: Arc::from("_dlt_load_id"),
+            row_id: Arc::from("_dlt_id"),
+            root_id: Arc::from("_dlt_root_id"),
+            parent_id: Arc::from("_dlt_parent_id"),
+            list_idx: Arc::from("_dlt_list_idx"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,9 +8,10 @@
 
 use std::path::Path;
 
+use super::Node;
 use super::{Normalizer, TableFile};
 use crate::error::Result;
-use crate::package::{next_line_start, read_items_range, TableSpec};
+use crate::package::{next_line_start, read_item_lines, TableSpec};
 
 /// Items files smaller than this are normalized in one pass (`HIGHWATER_PARALLEL_MIN_ITEMS`).
 const PARALLEL_MIN_ITEMS: u64 = 50_000;
@@ -70,10 +71,11 @@ pub(crate) fn normalize_items_file(
                     let root = worker.prepare_root_frozen(root, spec)?;
                     let mut stopped_at = None;
                     let mut items = 0;
-                    for entry in read_items_range(path, sources, start, end)? {
-                        let (offset, location, item) = entry?;
-                        if !worker.push_item(&root, item, &location)? {
-                            stopped_at = Some(offset);
+                    for line in read_item_lines(path, sources, start, end)? {
+                        let line = line?;
+                        let item = Node::parse(line.json()).map_err(|e| line.parse_error(e))?;
+                        if !worker.push_node(&root, &item, &line.location())? {
+                            stopped_at = Some(line.offset);
                             break;
                         }
                         items += 1;
@@ -124,9 +126,10 @@ fn sequential(
     end: u64,
     on_item: &mut dyn FnMut(),
 ) -> Result<()> {
-    for entry in read_items_range(path, sources, start, end)? {
-        let (_, location, item) = entry?;
-        normalizer.push_item(root, item, &location)?;
+    for line in read_item_lines(path, sources, start, end)? {
+        let line = line?;
+        let item = Node::parse(line.json()).map_err(|e| line.parse_error(e))?;
+        normalizer.push_node(root, &item, &line.location())?;
         on_item();
     }
     Ok(())
