@@ -63,6 +63,62 @@ fn duplicate_keys_in_one_load_keep_the_last() {
 }
 
 #[test]
+fn merge_into_an_empty_table_skips_staging_unless_a_key_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "direct");
+    let merge = |items: Vec<Value>| {
+        Resource::from_items("t", items)
+            .write_disposition(WriteDisposition::Merge)
+            .primary_key(["a", "b"])
+    };
+    let staging_exists = || {
+        !rows(
+            dir.path(),
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name = 'data_staging'",
+        )
+        .is_empty()
+    };
+    // (1, 1) and (1, 2) share only part of the key: no repeat, loaded without staging.
+    p.run(merge(vec![
+        json!({"a": 1, "b": 1, "v": "x", "kids": [1, 2]}),
+        json!({"a": 1, "b": 2, "v": "y"}),
+    ]))
+    .unwrap();
+    assert!(!staging_exists(), "an empty table is merged directly");
+    assert_eq!(
+        rows(
+            dir.path(),
+            "SELECT CAST(a AS VARCHAR), CAST(b AS VARCHAR), v FROM data.t ORDER BY a, b"
+        ),
+        vec![
+            vec![json!("1"), json!("1"), json!("x")],
+            vec![json!("1"), json!("2"), json!("y")]
+        ]
+    );
+    // The table has rows now: the next merge goes through staging and replaces (1, 1).
+    p.run(merge(vec![json!({"a": 1, "b": 1, "v": "z", "kids": [3]})]))
+        .unwrap();
+    assert!(staging_exists());
+    assert_eq!(
+        rows(
+            dir.path(),
+            "SELECT CAST(a AS VARCHAR), CAST(b AS VARCHAR), v FROM data.t ORDER BY a, b"
+        ),
+        vec![
+            vec![json!("1"), json!("1"), json!("z")],
+            vec![json!("1"), json!("2"), json!("y")]
+        ]
+    );
+    assert_eq!(
+        rows(
+            dir.path(),
+            "SELECT CAST(value AS VARCHAR) FROM data.t__kids"
+        ),
+        vec![vec![json!("3")]]
+    );
+}
+
+#[test]
 fn state_is_restored_from_the_destination_when_the_working_dir_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let make = || {

@@ -274,7 +274,11 @@ impl DuckDbDestination {
         Ok(())
     }
 
-    fn load_in_transaction(&self, job: &LoadJob<'_>) -> Result<()> {
+    /// Loads the package inside the open transaction. With `direct_merge`, a delete-insert merge
+    /// into an empty table skips staging and loads straight into the final tables, as append
+    /// does: with nothing to delete, that is the same result unless the load repeats a primary
+    /// key. Returns `false` when it does: the caller rolls back and loads again through staging.
+    fn load_in_transaction(&self, job: &LoadJob<'_>, direct_merge: bool) -> Result<bool> {
         let ds = self.dataset.clone();
         let staging = self.staging();
         let schema = job.schema;
@@ -329,6 +333,18 @@ impl DuckDbDestination {
                 }
                 acc
             });
+        let mut direct_roots: Vec<&Table> = Vec::new();
+        if direct_merge {
+            for root in &merge_roots {
+                if self.merges_into_empty_table(&ds, root)? {
+                    direct_roots.push(root);
+                }
+            }
+        }
+        let merge_roots: Vec<&Table> = merge_roots
+            .into_iter()
+            .filter(|root| !direct_roots.iter().any(|d| d.name == root.name))
+            .collect();
         let merged: HashSet<&str> = merge_roots
             .iter()
             .flat_map(|root| {
@@ -376,6 +392,13 @@ impl DuckDbDestination {
                 self.insert_file(&qualified(&staging, &file.table), &file.columns, &path)?;
             } else {
                 self.insert_file(&qualified(&ds, &file.table), &file.columns, &path)?;
+            }
+        }
+
+        for root in &direct_roots {
+            if self.repeats_primary_key(&ds, root)? {
+                tracing::debug!(table = %root.name, "the load repeats a primary key: merging through staging");
+                return Ok(false);
             }
         }
 
@@ -485,7 +508,48 @@ impl DuckDbDestination {
                 params![job.load_id, job.pipeline, schema.version_hash],
             )
             .map_err(|e| self.err("writing _dlt_loads", e))?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Whether `root` merges with delete-insert into a final table without rows, and without a
+    /// hard-delete column (whose flagged rows staging would filter out).
+    fn merges_into_empty_table(&self, dataset: &str, root: &Table) -> Result<bool> {
+        if root.merge_strategy.unwrap_or_default() != MergeStrategy::DeleteInsert
+            || root.columns.values().any(|c| c.hard_delete)
+        {
+            return Ok(false);
+        }
+        let has_rows: bool = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM {})",
+                    qualified(dataset, &root.name)
+                ),
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.err(format!("reading {}", root.name), e))?;
+        Ok(!has_rows)
+    }
+
+    /// Whether two rows of `root` share a primary key (only this load's rows are there).
+    fn repeats_primary_key(&self, dataset: &str, root: &Table) -> Result<bool> {
+        let pk: Vec<&str> = root.primary_key().iter().map(|c| c.name.as_str()).collect();
+        if pk.is_empty() {
+            return Ok(false);
+        }
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM {} GROUP BY {} HAVING count(*) > 1)",
+                    qualified(dataset, &root.name),
+                    column_list(pk.into_iter())
+                ),
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.err(format!("checking primary keys of {}", root.name), e))
     }
 }
 
@@ -609,8 +673,14 @@ impl Destination for DuckDbDestination {
             INSERT_MEMORY_LIMIT
         })?;
         self.exec("BEGIN TRANSACTION", "starting the load transaction")?;
-        match self.load_in_transaction(job) {
-            Ok(()) => {
+        let mut loaded = self.load_in_transaction(job, true);
+        if let Ok(false) = loaded {
+            self.exec("ROLLBACK", "rolling back the direct merge")?;
+            self.exec("BEGIN TRANSACTION", "starting the load transaction")?;
+            loaded = self.load_in_transaction(job, false);
+        }
+        match loaded {
+            Ok(_) => {
                 if std::env::var_os("HIGHWATER_TEST_CRASH").is_some_and(|v| v == "before-commit") {
                     // Test hook: die with the transaction open, as a kill at this point would.
                     std::process::abort();
