@@ -345,6 +345,10 @@ impl DuckDbDestination {
             .into_iter()
             .filter(|root| !direct_roots.iter().any(|d| d.name == root.name))
             .collect();
+        if merge_roots.is_empty() && !direct_roots.is_empty() {
+            // Nothing left to merge: this load inserts as an append does.
+            self.set_memory_limit(INSERT_MEMORY_LIMIT)?;
+        }
         let merged: HashSet<&str> = merge_roots
             .iter()
             .flat_map(|root| {
