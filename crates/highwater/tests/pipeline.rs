@@ -63,7 +63,7 @@ fn duplicate_keys_in_one_load_keep_the_last() {
 }
 
 #[test]
-fn merge_into_an_empty_table_skips_staging_unless_a_key_repeats() {
+fn merge_skips_staging_unless_a_key_repeats_in_the_load() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), "direct");
     let merge = |items: Vec<Value>| {
@@ -78,43 +78,58 @@ fn merge_into_an_empty_table_skips_staging_unless_a_key_repeats() {
         )
         .is_empty()
     };
-    // (1, 1) and (1, 2) share only part of the key: no repeat, loaded without staging.
+    let table = || {
+        rows(
+            dir.path(),
+            "SELECT CAST(a AS VARCHAR), CAST(b AS VARCHAR), v, CAST(list(CAST(k.value AS VARCHAR) ORDER BY k.value) AS VARCHAR) \
+             FROM data.t LEFT JOIN data.t__kids AS k ON k._dlt_root_id = t._dlt_id \
+             GROUP BY ALL ORDER BY 1, 2",
+        )
+    };
+    // (1, 1) and (1, 2) share only part of the key: no repeat.
     p.run(merge(vec![
         json!({"a": 1, "b": 1, "v": "x", "kids": [1, 2]}),
-        json!({"a": 1, "b": 2, "v": "y"}),
+        json!({"a": 1, "b": 2, "v": "y", "kids": [5]}),
     ]))
     .unwrap();
-    assert!(!staging_exists(), "an empty table is merged directly");
-    assert_eq!(
-        rows(
-            dir.path(),
-            "SELECT CAST(a AS VARCHAR), CAST(b AS VARCHAR), v FROM data.t ORDER BY a, b"
-        ),
-        vec![
-            vec![json!("1"), json!("1"), json!("x")],
-            vec![json!("1"), json!("2"), json!("y")]
-        ]
-    );
-    // The table has rows now: the next merge goes through staging and replaces (1, 1).
+    // The older (1, 1) and its children are replaced; (1, 2) stays with its child.
     p.run(merge(vec![json!({"a": 1, "b": 1, "v": "z", "kids": [3]})]))
         .unwrap();
-    assert!(staging_exists());
-    assert_eq!(
-        rows(
-            dir.path(),
-            "SELECT CAST(a AS VARCHAR), CAST(b AS VARCHAR), v FROM data.t ORDER BY a, b"
-        ),
-        vec![
-            vec![json!("1"), json!("1"), json!("z")],
-            vec![json!("1"), json!("2"), json!("y")]
-        ]
+    assert!(
+        !staging_exists(),
+        "merges without repeated keys skip staging"
     );
     assert_eq!(
-        rows(
-            dir.path(),
-            "SELECT CAST(value AS VARCHAR) FROM data.t__kids"
-        ),
-        vec![vec![json!("3")]]
+        table(),
+        vec![
+            vec![json!("1"), json!("1"), json!("z"), json!("[3]")],
+            vec![json!("1"), json!("2"), json!("y"), json!("[5]")]
+        ]
+    );
+    // A row id given by the item, the same as the older row's, keeps only the new children.
+    p.run(merge(vec![
+        json!({"a": 2, "b": 1, "v": "u", "_dlt_id": "fixed", "kids": [7]}),
+    ]))
+    .unwrap();
+    p.run(merge(vec![
+        json!({"a": 2, "b": 1, "v": "w", "_dlt_id": "fixed", "kids": [8, 9]}),
+    ]))
+    .unwrap();
+    assert!(!staging_exists());
+    assert_eq!(
+        table()[2],
+        vec![json!("2"), json!("1"), json!("w"), json!("[8, 9]")]
+    );
+    // A key repeated inside one load goes through staging, which keeps the last row.
+    p.run(merge(vec![
+        json!({"a": 1, "b": 2, "v": "first", "kids": [6]}),
+        json!({"a": 1, "b": 2, "v": "last"}),
+    ]))
+    .unwrap();
+    assert!(staging_exists());
+    assert_eq!(
+        table()[1],
+        vec![json!("1"), json!("2"), json!("last"), json!("[NULL]")]
     );
 }
 

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use duckdb::{params, Connection};
 
-use super::sql::{column_list, delete_insert, qualified, quote, upsert, ChainTable};
+use super::sql::{
+    column_list, delete_insert, direct_merge_deletes, qualified, quote, upsert, ChainTable,
+};
 use super::{Destination, LoadJob, LoadRecord, Restored, TableCount};
 use crate::error::{Error, Result};
 use crate::schema::{
@@ -274,10 +276,13 @@ impl DuckDbDestination {
         Ok(())
     }
 
-    /// Loads the package inside the open transaction. With `direct_merge`, a delete-insert merge
-    /// into an empty table skips staging and loads straight into the final tables, as append
-    /// does: with nothing to delete, that is the same result unless the load repeats a primary
-    /// key. Returns `false` when it does: the caller rolls back and loads again through staging.
+    /// Loads the package inside the open transaction.
+    ///
+    /// With `direct_merge`, a delete-insert merge skips staging: its root rows load straight into
+    /// the final table, the older rows sharing a key with them are deleted with their children,
+    /// and then the child rows load. That is dlt's result as long as the load does not repeat a
+    /// primary key (staging would keep only the last row). Returns `false` when it does: the
+    /// caller rolls back and loads again through staging.
     fn load_in_transaction(&self, job: &LoadJob<'_>, direct_merge: bool) -> Result<bool> {
         let ds = self.dataset.clone();
         let staging = self.staging();
@@ -333,14 +338,16 @@ impl DuckDbDestination {
                 }
                 acc
             });
-        let mut direct_roots: Vec<&Table> = Vec::new();
-        if direct_merge {
-            for root in &merge_roots {
-                if self.merges_into_empty_table(&ds, root)? {
-                    direct_roots.push(root);
-                }
-            }
-        }
+        let direct_roots: Vec<&Table> = merge_roots
+            .iter()
+            .copied()
+            .filter(|root| direct_merge && merges_directly(root))
+            .collect();
+        let direct_children: HashSet<&str> = direct_roots
+            .iter()
+            .flat_map(|root| schema.descendants(&root.name))
+            .map(|t| t.name.as_str())
+            .collect();
         let merge_roots: Vec<&Table> = merge_roots
             .into_iter()
             .filter(|root| !direct_roots.iter().any(|d| d.name == root.name))
@@ -376,7 +383,12 @@ impl DuckDbDestination {
         // Staging keeps load order (merge keeps the last duplicate); final tables need not,
         // which lets DuckDB insert with all its threads.
         let mut ordered = None;
-        for file in job.files {
+        // Child rows of direct merges wait until the older rows are deleted.
+        let (deferred, first): (Vec<_>, Vec<_>) = job
+            .files
+            .iter()
+            .partition(|f| direct_children.contains(f.table.as_str()));
+        for file in first {
             let path = job.files_dir.join(&file.file);
             let staged = merged.contains(file.table.as_str());
             if ordered != Some(staged) {
@@ -399,11 +411,46 @@ impl DuckDbDestination {
             }
         }
 
-        for root in &direct_roots {
-            if self.repeats_primary_key(&ds, root)? {
+        for (i, root) in direct_roots.iter().enumerate() {
+            if self.repeats_primary_key(&ds, root, job.load_id)? {
                 tracing::debug!(table = %root.name, "the load repeats a primary key: merging through staging");
                 return Ok(false);
             }
+            let children: Vec<&Table> = schema
+                .descendants(&root.name)
+                .into_iter()
+                .filter(|t| {
+                    final_columns.contains_key(&t.name)
+                        || self.table_exists(&ds, &t.name).unwrap_or(false)
+                })
+                .collect();
+            let temp = format!("_hw_direct_{i}_delete");
+            for (statement, takes_load_id) in direct_merge_deletes(&ds, root, &children, &temp) {
+                if takes_load_id {
+                    let started = std::time::Instant::now();
+                    self.conn
+                        .execute(&statement, params![job.load_id])
+                        .map_err(|e| {
+                            self.err(
+                                format!("merging {} ({})", root.name, first_line(&statement)),
+                                e,
+                            )
+                        })?;
+                    tracing::debug!(elapsed = ?started.elapsed(), "{}", first_line(&statement));
+                } else {
+                    self.exec(&statement, &format!("merging {}", root.name))?;
+                }
+            }
+        }
+        if !deferred.is_empty() {
+            self.exec(
+                "SET preserve_insertion_order = false",
+                "setting insertion order",
+            )?;
+        }
+        for file in deferred {
+            let path = job.files_dir.join(&file.file);
+            self.insert_file(&qualified(&ds, &file.table), &file.columns, &path)?;
         }
 
         for (i, root) in merge_roots.iter().enumerate() {
@@ -515,30 +562,8 @@ impl DuckDbDestination {
         Ok(true)
     }
 
-    /// Whether `root` merges with delete-insert into a final table without rows, and without a
-    /// hard-delete column (whose flagged rows staging would filter out).
-    fn merges_into_empty_table(&self, dataset: &str, root: &Table) -> Result<bool> {
-        if root.merge_strategy.unwrap_or_default() != MergeStrategy::DeleteInsert
-            || root.columns.values().any(|c| c.hard_delete)
-        {
-            return Ok(false);
-        }
-        let has_rows: bool = self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT EXISTS (SELECT 1 FROM {})",
-                    qualified(dataset, &root.name)
-                ),
-                [],
-                |row| row.get(0),
-            )
-            .map_err(|e| self.err(format!("reading {}", root.name), e))?;
-        Ok(!has_rows)
-    }
-
-    /// Whether two rows of `root` share a primary key (only this load's rows are there).
-    fn repeats_primary_key(&self, dataset: &str, root: &Table) -> Result<bool> {
+    /// Whether two rows of `root` loaded by `load_id` share a primary key.
+    fn repeats_primary_key(&self, dataset: &str, root: &Table, load_id: &str) -> Result<bool> {
         let pk: Vec<&str> = root.primary_key().iter().map(|c| c.name.as_str()).collect();
         if pk.is_empty() {
             return Ok(false);
@@ -546,11 +571,12 @@ impl DuckDbDestination {
         self.conn
             .query_row(
                 &format!(
-                    "SELECT EXISTS (SELECT 1 FROM {} GROUP BY {} HAVING count(*) > 1)",
+                    "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = ? GROUP BY {} HAVING count(*) > 1)",
                     qualified(dataset, &root.name),
+                    quote("_dlt_load_id"),
                     column_list(pk.into_iter())
                 ),
-                [],
+                params![load_id],
                 |row| row.get(0),
             )
             .map_err(|e| self.err(format!("checking primary keys of {}", root.name), e))
@@ -581,6 +607,16 @@ fn chain_names(schema: &Schema, root: &str) -> Vec<String> {
 fn is_lock_conflict(e: &duckdb::Error) -> bool {
     let text = e.to_string();
     text.contains("Could not set lock") || text.contains("Conflicting lock")
+}
+
+/// Whether `root` can merge without staging (see `load_in_transaction`): delete-insert, no
+/// hard-delete column (whose flagged rows staging filters out), and the `_dlt_id` and
+/// `_dlt_load_id` columns that tell this load's rows from older ones.
+fn merges_directly(root: &Table) -> bool {
+    root.merge_strategy.unwrap_or_default() == MergeStrategy::DeleteInsert
+        && !root.columns.values().any(|c| c.hard_delete)
+        && root.columns.contains_key("_dlt_id")
+        && root.columns.contains_key("_dlt_load_id")
 }
 
 fn first_line(sql: &str) -> String {

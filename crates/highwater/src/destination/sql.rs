@@ -53,6 +53,85 @@ fn not_deleted(table: &Table, alias: &str) -> Option<String> {
     })
 }
 
+/// `(d."a" = s."a" AND …) OR (d."m" = s."m")`: rows `d` and `s` share the primary or the merge
+/// key; `None` without keys.
+fn key_condition(table: &Table) -> Option<String> {
+    let key_match = |keys: Vec<&Column>| -> Option<String> {
+        (!keys.is_empty()).then(|| {
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|c| format!("d.{0} = s.{0}", quote(&c.name)))
+                .collect();
+            format!("({})", parts.join(" AND "))
+        })
+    };
+    let parts: Vec<String> = [key_match(table.primary_key()), key_match(table.merge_key())]
+        .into_iter()
+        .flatten()
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" OR "))
+}
+
+/// The column of `child` that points at its root's `_dlt_id`: the root key, or the parent key
+/// of a direct child; `None` when the child has neither.
+fn root_link(child: &Table, root: &str) -> Option<&'static str> {
+    if child.columns.contains_key("_dlt_root_id") {
+        Some("_dlt_root_id")
+    } else if child.parent.as_deref() == Some(root) {
+        Some("_dlt_parent_id")
+    } else {
+        None
+    }
+}
+
+/// A statement and whether it takes the load id as parameter `$1`.
+pub type Statement = (String, bool);
+
+/// The deletes of a `delete-insert` merge whose root rows were loaded straight into the final
+/// table (`$1` is their load id): the older rows sharing a key with the load, and their child
+/// rows. Runs before the load's child rows are inserted, so a root `_dlt_id` that repeats an
+/// older one cannot take the new children with it.
+pub fn direct_merge_deletes(
+    dataset: &str,
+    root: &Table,
+    children: &[&Table],
+    temp_name: &str,
+) -> Vec<Statement> {
+    let Some(condition) = key_condition(root) else {
+        return Vec::new();
+    };
+    let final_root = qualified(dataset, &root.name);
+    let row_key = quote("_dlt_id");
+    let load_id = quote("_dlt_load_id");
+    let delete_tmp = quote(temp_name);
+    let mut sql = vec![(
+        format!(
+            "CREATE OR REPLACE TEMPORARY TABLE {delete_tmp} AS SELECT d.{row_key} FROM {final_root} AS d WHERE d.{load_id} IS DISTINCT FROM $1 AND EXISTS (SELECT 1 FROM {final_root} AS s WHERE s.{load_id} = $1 AND ({condition}))"
+        ),
+        true,
+    )];
+    for child in children {
+        if let Some(link) = root_link(child, &root.name) {
+            sql.push((
+                format!(
+                    "DELETE FROM {} WHERE {} IN (SELECT * FROM {delete_tmp})",
+                    qualified(dataset, &child.name),
+                    quote(link)
+                ),
+                false,
+            ));
+        }
+    }
+    sql.push((
+        format!(
+            "DELETE FROM {final_root} WHERE {row_key} IN (SELECT * FROM {delete_tmp}) AND {load_id} IS DISTINCT FROM $1"
+        ),
+        true,
+    ));
+    sql.push((format!("DROP TABLE IF EXISTS {delete_tmp}"), false));
+    sql
+}
+
 /// A table of the merged chain and the columns it has in the destination.
 pub struct ChainTable<'a> {
     /// The schema table.
@@ -99,20 +178,7 @@ pub fn delete_insert(
         return sql;
     }
 
-    let key_match = |keys: &[&Column]| -> Option<String> {
-        (!keys.is_empty()).then(|| {
-            let parts: Vec<String> = keys
-                .iter()
-                .map(|c| format!("d.{0} = s.{0}", quote(&c.name)))
-                .collect();
-            format!("({})", parts.join(" AND "))
-        })
-    };
-    let condition = [key_match(&pk), key_match(&mk)]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" OR ");
+    let condition = key_condition(root.table).unwrap_or_default();
     let keep = deleted.clone().unwrap_or_else(|| "1 = 1".to_string());
     let dedup_order = match root.table.columns.values().find(|c| c.dedup_sort.is_some()) {
         Some(c) => format!(
@@ -154,14 +220,7 @@ pub fn delete_insert(
         "CREATE OR REPLACE TEMPORARY TABLE {delete_tmp} AS SELECT d.{row_key} FROM {final_root} AS d WHERE EXISTS (SELECT 1 FROM {stage_root} AS s WHERE {condition})"
     ));
     for child in children {
-        let link = if child.table.columns.contains_key("_dlt_root_id") {
-            Some("_dlt_root_id")
-        } else if child.table.parent.as_deref() == Some(root_name.as_str()) {
-            Some("_dlt_parent_id")
-        } else {
-            None
-        };
-        if let Some(link) = link {
+        if let Some(link) = root_link(child.table, root_name) {
             sql.push(format!(
                 "DELETE FROM {} WHERE {} IN (SELECT * FROM {delete_tmp})",
                 qualified(dataset, &child.table.name),
