@@ -380,9 +380,9 @@ impl DuckDbDestination {
             }
         }
         let mut staged_columns: std::collections::HashMap<String, Vec<String>> = Default::default();
-        // Staging keeps load order (merge keeps the last duplicate); final tables need not,
-        // which lets DuckDB insert with all its threads.
-        let mut ordered = None;
+        // Rows keep load order everywhere (DuckDB's default): staging needs it (merge keeps the
+        // last duplicate), and a table filled in order takes later loads with a far cheaper
+        // commit than one filled by parallel, unordered inserts.
         // Child rows of direct merges wait until the older rows are deleted.
         let (deferred, first): (Vec<_>, Vec<_>) = job
             .files
@@ -391,14 +391,6 @@ impl DuckDbDestination {
         for file in first {
             let path = job.files_dir.join(&file.file);
             let staged = merged.contains(file.table.as_str());
-            if ordered != Some(staged) {
-                let setting = if staged { "true" } else { "false" };
-                self.exec(
-                    &format!("SET preserve_insertion_order = {setting}"),
-                    "setting insertion order",
-                )?;
-                ordered = Some(staged);
-            }
             if staged {
                 if !staged_columns.contains_key(&file.table) {
                     let table = &schema.tables[&file.table];
@@ -441,12 +433,6 @@ impl DuckDbDestination {
                     self.exec(&statement, &format!("merging {}", root.name))?;
                 }
             }
-        }
-        if !deferred.is_empty() {
-            self.exec(
-                "SET preserve_insertion_order = false",
-                "setting insertion order",
-            )?;
         }
         for file in deferred {
             let path = job.files_dir.join(&file.file);
