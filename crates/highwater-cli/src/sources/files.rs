@@ -128,7 +128,8 @@ struct JsonLines {
     reader: BufReader<Box<dyn Read + Send>>,
     path: Arc<str>,
     line: u64,
-    buf: Vec<u8>,
+    /// Length of the last line, the likely size of the next.
+    last_len: usize,
     failed: bool,
 }
 
@@ -138,9 +139,33 @@ impl JsonLines {
             reader: BufReader::with_capacity(1 << 20, open(path)?),
             path: Arc::from(path.display().to_string()),
             line: 0,
-            buf: Vec::with_capacity(4096),
+            last_len: 256,
             failed: false,
         })
+    }
+
+    /// The next line with its line break, read straight into its own buffer; `None` at the end.
+    fn read_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let mut line = Vec::with_capacity(self.last_len + 1);
+        loop {
+            let available = self.reader.fill_buf()?;
+            if available.is_empty() {
+                return Ok((!line.is_empty()).then_some(line));
+            }
+            match memchr::memchr(b'\n', available) {
+                Some(end) => {
+                    line.extend_from_slice(&available[..=end]);
+                    self.reader.consume(end + 1);
+                    self.last_len = line.len();
+                    return Ok(Some(line));
+                }
+                None => {
+                    let n = available.len();
+                    line.extend_from_slice(available);
+                    self.reader.consume(n);
+                }
+            }
+        }
     }
 }
 
@@ -152,22 +177,21 @@ impl Iterator for JsonLines {
             return None;
         }
         loop {
-            self.buf.clear();
-            match self.reader.read_until(b'\n', &mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
+            let bytes = match self.read_line() {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return None,
                 Err(e) => {
                     self.failed = true;
                     return Some(Err(Error::io("reading", self.path.as_ref(), e)));
                 }
-            }
+            };
             self.line += 1;
-            if self.buf.iter().all(u8::is_ascii_whitespace) {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             // Parsed later, only where needed (extract passes lines through when it can).
             return Some(Ok(Item::RawJson {
-                bytes: self.buf.clone(),
+                bytes,
                 file: self.path.clone(),
                 line: self.line,
             }));
