@@ -97,8 +97,13 @@ enum RowValue<'n> {
 /// A row being assembled: column name and value, in emission order.
 type RowValues<'n> = Vec<(Arc<str>, RowValue<'n>)>;
 
-/// Nested objects waiting to be flattened: entries, column prefix, nesting level left.
-type NestedObjects<'n> = Vec<(&'n [Entry<'n>], Arc<str>, i64)>;
+/// What flattening an object produces, and the nested objects still to flatten (entries,
+/// column prefix, nesting levels left).
+struct Flattened<'n> {
+    values: RowValues<'n>,
+    lists: ChildLists<'n>,
+    nested: Vec<(&'n [Entry<'n>], Arc<str>, i64)>,
+}
 
 /// The child lists of a row: child table name and the list's elements.
 type ChildLists<'n> = Vec<(Arc<str>, &'n [Node<'n>])>;
@@ -414,37 +419,28 @@ impl<'a> Normalizer<'a> {
         entries: Entries<'n>,
         lvl: i64,
     ) -> (RowValues<'n>, ChildLists<'n>) {
-        let mut values = Vec::with_capacity(entries.len() + 5);
-        let mut lists = Vec::new();
-        let mut stack: NestedObjects<'n> = Vec::new();
+        let mut out = Flattened {
+            values: Vec::with_capacity(entries.len() + 5),
+            lists: Vec::new(),
+            nested: Vec::new(),
+        };
         let root_prefix = self.root_prefix.clone();
         match entries {
-            Entries::Object(object) => stack.push((object, root_prefix, lvl)),
-            Entries::One(key, node) => self.flatten_entry(
-                table,
-                &root_prefix,
-                key,
-                node,
-                lvl,
-                &mut values,
-                &mut lists,
-                &mut stack,
-            ),
-        }
-        while let Some((object, prefix, lvl)) = stack.pop() {
-            for (key, node) in object {
-                self.flatten_entry(
-                    table,
-                    &prefix,
-                    key,
-                    node,
-                    lvl,
-                    &mut values,
-                    &mut lists,
-                    &mut stack,
-                );
+            Entries::Object(object) => out.nested.push((object, root_prefix, lvl)),
+            Entries::One(key, node) => {
+                self.flatten_entry(table, &root_prefix, key, node, lvl, &mut out)
             }
         }
+        while let Some((object, prefix, lvl)) = out.nested.pop() {
+            for (key, node) in object {
+                self.flatten_entry(table, &prefix, key, node, lvl, &mut out);
+            }
+        }
+        let Flattened {
+            mut values,
+            mut lists,
+            ..
+        } = out;
         if !self.collisions.is_empty() {
             keep_last_of_each_name(&mut values, |name| self.collisions.contains(name));
             keep_last_of_each_name(&mut lists, |_| true);
@@ -453,7 +449,6 @@ impl<'a> Normalizer<'a> {
     }
 
     /// One entry of an object being flattened: a value, a nested object for later, or a list.
-    #[allow(clippy::too_many_arguments)]
     fn flatten_entry<'n>(
         &mut self,
         table: &Arc<str>,
@@ -461,19 +456,17 @@ impl<'a> Normalizer<'a> {
         key: &str,
         node: &'n Node<'n>,
         lvl: i64,
-        values: &mut RowValues<'n>,
-        lists: &mut ChildLists<'n>,
-        stack: &mut NestedObjects<'n>,
+        out: &mut Flattened<'n>,
     ) {
         let name = self.column_name(prefix, key);
         match node {
             Node::Object(child) if !self.is_json_column(table, &name, lvl) => {
-                stack.push((child, name, lvl - 1));
+                out.nested.push((child, name, lvl - 1));
             }
             Node::Array(list) if !self.is_json_column(table, &name, lvl) => {
-                lists.push((self.child_table_name(table, &name), list));
+                out.lists.push((self.child_table_name(table, &name), list));
             }
-            node => values.push((name, RowValue::Item(node))),
+            node => out.values.push((name, RowValue::Item(node))),
         }
     }
 
