@@ -702,6 +702,7 @@ impl Destination for DuckDbDestination {
         let mut loaded = self.load_in_transaction(job, true);
         if let Ok(false) = loaded {
             self.exec("ROLLBACK", "rolling back the direct merge")?;
+            self.set_memory_limit(MERGE_MEMORY_LIMIT)?;
             self.exec("BEGIN TRANSACTION", "starting the load transaction")?;
             loaded = self.load_in_transaction(job, false);
         }
