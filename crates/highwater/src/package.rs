@@ -463,30 +463,6 @@ impl ArrowItemsWriter {
     }
 }
 
-/// Reads an items file back: `(location, item)` per line.
-pub fn read_items(
-    path: &Path,
-    sources: &[String],
-) -> Result<impl Iterator<Item = Result<(String, Value)>>> {
-    Ok(read_items_range(path, sources, 0, u64::MAX)?
-        .map(|r| r.map(|(_, location, value)| (location, value))))
-}
-
-/// Reads the items whose lines start in the byte range `[start, end)` of an items file (`start`
-/// must be a line start): `(offset of the line, location, item)`.
-pub fn read_items_range(
-    path: &Path,
-    sources: &[String],
-    start: u64,
-    end: u64,
-) -> Result<impl Iterator<Item = Result<(u64, String, Value)>>> {
-    Ok(read_item_lines(path, sources, start, end)?.map(|line| {
-        let line = line?;
-        let value = serde_json::from_slice(line.json()).map_err(|e| line.parse_error(e))?;
-        Ok((line.offset, line.location(), value))
-    }))
-}
-
 /// One line of an items file, not yet parsed.
 pub struct ItemLine {
     /// Byte offset of the line in the items file.

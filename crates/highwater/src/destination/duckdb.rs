@@ -161,6 +161,16 @@ impl DuckDbDestination {
         Ok(())
     }
 
+    /// [`Self::exec`] of one statement whose parameter `$1` is `load_id`.
+    fn exec_with_load_id(&self, sql: &str, load_id: &str, context: &str) -> Result<()> {
+        let started = std::time::Instant::now();
+        self.conn
+            .execute(sql, params![load_id])
+            .map_err(|e| self.err(format!("{context} ({})", first_line(sql)), e))?;
+        tracing::debug!(elapsed = ?started.elapsed(), "{}", first_line(sql));
+        Ok(())
+    }
+
     fn set_memory_limit(&self, default: &str) -> Result<()> {
         let limit =
             std::env::var("HIGHWATER_DUCKDB_MEMORY_LIMIT").unwrap_or_else(|_| default.into());
@@ -418,19 +428,11 @@ impl DuckDbDestination {
                 .collect();
             let temp = format!("_hw_direct_{i}_delete");
             for (statement, takes_load_id) in direct_merge_deletes(&ds, root, &children, &temp) {
+                let context = format!("merging {}", root.name);
                 if takes_load_id {
-                    let started = std::time::Instant::now();
-                    self.conn
-                        .execute(&statement, params![job.load_id])
-                        .map_err(|e| {
-                            self.err(
-                                format!("merging {} ({})", root.name, first_line(&statement)),
-                                e,
-                            )
-                        })?;
-                    tracing::debug!(elapsed = ?started.elapsed(), "{}", first_line(&statement));
+                    self.exec_with_load_id(&statement, job.load_id, &context)?;
                 } else {
-                    self.exec(&statement, &format!("merging {}", root.name))?;
+                    self.exec(&statement, &context)?;
                 }
             }
         }

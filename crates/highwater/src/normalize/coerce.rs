@@ -60,6 +60,7 @@ pub fn coerce(value: &Value, target: DataType) -> Option<Cell> {
     if let Value::String(s) = value {
         return coerce_str(s, target);
     }
+    // Strings are handled above: the helpers below see numbers, booleans, arrays and objects.
     match target {
         DataType::Text => to_text(value).map(Cell::Text),
         DataType::Bigint => to_bigint(value).map(Cell::Bigint),
@@ -131,7 +132,6 @@ fn micros_of_day(t: chrono::NaiveTime) -> i64 {
 
 fn to_text(value: &Value) -> Option<String> {
     Some(match value {
-        Value::String(s) => s.clone(),
         Value::Bool(true) => "True".to_string(),
         Value::Bool(false) => "False".to_string(),
         Value::Number(n) => match n.as_f64() {
@@ -139,7 +139,7 @@ fn to_text(value: &Value) -> Option<String> {
             _ => n.to_string(),
         },
         Value::Object(_) | Value::Array(_) => value.to_string(),
-        Value::Null => return None,
+        Value::Null | Value::String(_) => return None,
     })
 }
 
@@ -174,7 +174,6 @@ fn to_bigint(value: &Value) -> Option<i64> {
             let f = n.as_f64()?;
             (f.fract() == 0.0 && f.abs() < 9.2e18).then_some(f as i64)
         }),
-        Value::String(s) => bigint_from_str(s),
         _ => None,
     }
 }
@@ -191,7 +190,6 @@ fn bigint_from_str(s: &str) -> Option<i64> {
 fn to_double(value: &Value) -> Option<f64> {
     match value {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => double_from_str(s),
         _ => None,
     }
 }
@@ -210,7 +208,6 @@ fn to_bool(value: &Value) -> Option<bool> {
     match value {
         Value::Bool(b) => Some(*b),
         Value::Number(n) => n.as_f64().map(|f| f != 0.0),
-        Value::String(s) => bool_from_str(s),
         _ => None,
     }
 }
@@ -235,7 +232,6 @@ fn to_timestamp(value: &Value) -> Option<i64> {
 
 fn to_date(value: &Value) -> Option<i32> {
     let date = match value {
-        Value::String(s) => return date_from_str(s),
         Value::Number(n) => {
             let secs = n.as_f64()?;
             chrono::DateTime::from_timestamp(secs.floor() as i64, 0)?.date_naive()

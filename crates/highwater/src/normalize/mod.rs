@@ -47,6 +47,8 @@ enum RowIdKind {
 /// A root table's settings resolved for this package.
 #[derive(Debug, Clone)]
 struct RootSettings {
+    /// The root table's name, shared by its rows.
+    name: Arc<str>,
     max_nesting: usize,
     propagate_root_key: bool,
     row_id: RowIdKind,
@@ -92,6 +94,18 @@ enum RowValue<'n> {
     Int(i64),
     /// The package's load id.
     LoadId,
+}
+
+impl RowValue<'_> {
+    /// The value as JSON, for the paths that coerce or infer from a `Value`.
+    fn to_json(&self, load_id: &str) -> Value {
+        match self {
+            RowValue::Item(node) => node.to_value(),
+            RowValue::Text(s) => Value::String(s.clone()),
+            RowValue::Int(i) => Value::from(*i),
+            RowValue::LoadId => Value::String(load_id.to_string()),
+        }
+    }
 }
 
 /// A row being assembled: column name and value, in emission order.
@@ -218,6 +232,7 @@ impl<'a> Normalizer<'a> {
             .iter()
             .any(|t| t.columns.contains_key("_dlt_root_id"));
         let settings = RootSettings {
+            name: Arc::from(name.as_str()),
             max_nesting: spec.max_table_nesting.unwrap_or(DEFAULT_MAX_NESTING),
             // As dlt: merged tables, `root_key`, or child tables that already carry the root key.
             propagate_root_key: spec.root_key
@@ -267,14 +282,14 @@ impl<'a> Normalizer<'a> {
             };
             digest128(&filtered.to_json())
         });
-        let root_name: Arc<str> = Arc::from(root);
+        let root_name = settings.name.clone();
         let (mut values, lists) = self.flatten(&root_name, entries, settings.max_nesting as i64);
         let row_id = match take_user_row_id(&mut values) {
             Some(id) => id,
             None => match settings.row_id {
                 RowIdKind::Random => random_row_id(),
                 RowIdKind::ContentHash => content_hash.unwrap_or_else(random_row_id),
-                RowIdKind::KeyHash => key_hash(&values, &settings.primary_key).ok_or_else(|| {
+                RowIdKind::KeyHash => key_hash(&values, &settings.primary_key, &self.load_id).ok_or_else(|| {
                     Error::Config(format!(
                         "{location}table {root}: primary key {:?} missing in item (needed for the row id of upsert/insert-only)",
                         settings.primary_key
@@ -396,19 +411,9 @@ impl<'a> Normalizer<'a> {
                     matches!((t, node), (DataType::Text, Node::Str(_)))
                         || coerce_node(node, t).is_some()
                 }
-                (Some(t), other) => coerce(&self.row_value_json(other), t).is_some(),
+                (Some(t), other) => coerce(&other.to_json(&self.load_id), t).is_some(),
             }
         })
-    }
-
-    /// A row value as JSON, for the paths that coerce or infer from a `Value`.
-    fn row_value_json(&self, value: &RowValue<'_>) -> Value {
-        match value {
-            RowValue::Item(node) => node.to_value(),
-            RowValue::Text(s) => Value::String(s.clone()),
-            RowValue::Int(i) => Value::from(*i),
-            RowValue::LoadId => Value::String(self.load_id.clone()),
-        }
     }
 
     /// Flattens an object into columns (nested objects joined with `__`) and child lists,
@@ -592,13 +597,7 @@ impl<'a> Normalizer<'a> {
                         }
                     }
                 }
-                let json = match value {
-                    RowValue::Item(node) => node.to_value(),
-                    RowValue::Text(s) => Value::String(s),
-                    RowValue::Int(i) => Value::from(i),
-                    RowValue::LoadId => Value::String(load_id.to_string()),
-                };
-                slow.push((column, json));
+                slow.push((column, value.to_json(load_id)));
             }
         }
         for (column, value) in slow {
@@ -862,21 +861,13 @@ fn is_truthy(node: &Node<'_>) -> bool {
 }
 
 /// dlt's key hash: digest of `{"pk": value, …}` with sorted keys, compact.
-fn key_hash(values: &RowValues<'_>, primary_key: &[String]) -> Option<String> {
+fn key_hash(values: &RowValues<'_>, primary_key: &[String], load_id: &str) -> Option<String> {
     let mut keys: Vec<&String> = primary_key.iter().collect();
     keys.sort();
     let mut map = Map::new();
     for key in keys {
-        let value = values
-            .iter()
-            .find(|(k, _)| **k == **key)
-            .and_then(|(_, v)| match v {
-                RowValue::Item(node) => Some(node.to_value()),
-                RowValue::Text(s) => Some(Value::String(s.clone())),
-                RowValue::Int(i) => Some(Value::from(*i)),
-                RowValue::LoadId => None,
-            })?;
-        map.insert(key.clone(), value);
+        let (_, value) = values.iter().find(|(k, _)| **k == **key)?;
+        map.insert(key.clone(), value.to_json(load_id));
     }
     Some(digest128(&Value::Object(map).to_string()))
 }
