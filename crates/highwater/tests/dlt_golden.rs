@@ -225,6 +225,9 @@ golden!(
     incremental_merge,
     incremental_append_int,
     root_key,
+    list_in_list_nesting,
+    sticky_max_nesting,
+    text_to_timestamp,
 );
 
 #[test]
@@ -236,7 +239,7 @@ fn every_scenario_has_a_test() {
     names.sort();
     assert_eq!(
         names.len(),
-        17,
+        20,
         "a new scenario needs a line in golden!(...): {names:?}"
     );
 }

@@ -88,9 +88,7 @@ pub fn coerce_str(s: &str, target: DataType) -> Option<Cell> {
         DataType::Bigint => bigint_from_str(s).map(Cell::Bigint),
         DataType::Double => double_from_str(s).map(Cell::Double),
         DataType::Bool => bool_from_str(s).map(Cell::Bool),
-        DataType::Timestamp => {
-            parse_timestamp_or_date(s).map(|t| Cell::Timestamp(t.timestamp_micros()))
-        }
+        DataType::Timestamp => timestamp_from_str(s).map(Cell::Timestamp),
         DataType::Date => date_from_str(s).map(Cell::Date),
         DataType::Time => chrono::NaiveTime::parse_from_str(s, "%H:%M:%S%.f")
             .ok()
@@ -222,12 +220,74 @@ fn bool_from_str(s: &str) -> Option<bool> {
 
 fn to_timestamp(value: &Value) -> Option<i64> {
     match value {
-        Value::Number(n) => {
-            let f = n.as_f64()?;
-            Some((f * 1_000_000.0).round() as i64)
-        }
+        Value::Number(n) => micros_from_unix_seconds(n.as_f64()?),
         _ => None,
     }
+}
+
+/// A unix time in seconds as microseconds, when it is a finite instant in years 1 to 9999
+/// (the range Python's datetime takes; dlt leaves anything else to a variant column).
+fn micros_from_unix_seconds(secs: f64) -> Option<i64> {
+    const FIRST: f64 = -62_135_596_800.0; // 0001-01-01T00:00:00Z
+    const END: f64 = 253_402_300_800.0; // 10000-01-01T00:00:00Z
+    (secs.is_finite() && (FIRST..END).contains(&secs)).then(|| (secs * 1_000_000.0).round() as i64)
+}
+
+/// dlt's text to timestamp: an ISO 8601 timestamp or date, the bare forms `YYYY`, `YYYY-MM`,
+/// `YYYYMMDD`, `YYYY/MM/DD` and `YYYY:MM:DD` its parser also takes, else a number of seconds
+/// since the epoch as Python's `float()` reads it ("47", " 1e3 ", "1_000").
+fn timestamp_from_str(s: &str) -> Option<i64> {
+    if let Some(t) = parse_timestamp_or_date(s) {
+        return Some(t.timestamp_micros());
+    }
+    if let Some(date) = bare_date(s) {
+        return Some(
+            date.and_time(chrono::NaiveTime::MIN)
+                .and_utc()
+                .timestamp_micros(),
+        );
+    }
+    micros_from_unix_seconds(python_float(s)?)
+}
+
+/// The date-only forms pendulum parses besides `YYYY-MM-DD`.
+fn bare_date(s: &str) -> Option<chrono::NaiveDate> {
+    let b = s.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = b.get(range)?;
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
+    };
+    let (year, month, day) = match b.len() {
+        4 => (digits(0..4)?, 1, 1),
+        7 if b[4] == b'-' => (digits(0..4)?, digits(5..7)?, 1),
+        8 => (digits(0..4)?, digits(4..6)?, digits(6..8)?),
+        10 if (b[4] == b'/' && b[7] == b'/') || (b[4] == b':' && b[7] == b':') => {
+            (digits(0..4)?, digits(5..7)?, digits(8..10)?)
+        }
+        _ => return None,
+    };
+    // Python's dates start at year 1.
+    chrono::NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day).filter(|_| year >= 1)
+}
+
+/// A string as Python's `float()` reads it: surrounding whitespace, a sign, underscores between
+/// digits. Infinities and NaN are refused, as no date can be made of them.
+fn python_float(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let b = t.as_bytes();
+    let underscores_between_digits = b.iter().enumerate().all(|(i, c)| {
+        *c != b'_'
+            || (i > 0 && b[i - 1].is_ascii_digit() && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+    });
+    if !underscores_between_digits {
+        return None;
+    }
+    t.replace('_', "")
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
 }
 
 fn to_date(value: &Value) -> Option<i32> {
@@ -241,8 +301,13 @@ fn to_date(value: &Value) -> Option<i32> {
     days_since_epoch(date)
 }
 
+/// dlt's text to date: an ISO date, else the UTC day of [`timestamp_from_str`].
 fn date_from_str(s: &str) -> Option<i32> {
-    days_since_epoch(parse_date(s).or_else(|| parse_timestamp(s).map(|t| t.date_naive()))?)
+    if let Some(date) = parse_date(s) {
+        return days_since_epoch(date);
+    }
+    let micros = timestamp_from_str(s)?;
+    i32::try_from(micros.div_euclid(86_400_000_000)).ok()
 }
 
 fn days_since_epoch(date: chrono::NaiveDate) -> Option<i32> {
@@ -353,6 +418,57 @@ mod tests {
             Some(Cell::Timestamp(1_700_000_000_000_000))
         );
         assert_eq!(coerce(&json!("not a date"), DataType::Timestamp), None);
+    }
+
+    /// Expected values from dlt 1.31.0's `coerce_value("timestamp", "text", s)` and
+    /// `coerce_value("date", "text", s)`.
+    #[test]
+    fn text_to_timestamp_and_date_as_dlt() {
+        let ts = |s: &str| match coerce(&json!(s), DataType::Timestamp) {
+            Some(Cell::Timestamp(t)) => chrono::DateTime::from_timestamp_micros(t)
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
+            _ => None,
+        };
+        let cases = [
+            ("47", Some("1970-01-01T00:00:47")),
+            ("-12.5", Some("1969-12-31T23:59:47.500")),
+            (" 3 ", Some("1970-01-01T00:00:03")),
+            ("1e3", Some("1970-01-01T00:16:40")),
+            ("1_000", Some("1970-01-01T00:16:40")),
+            ("+5", Some("1970-01-01T00:00:05")),
+            ("0000", Some("1970-01-01T00:00:00")),
+            ("0001", Some("0001-01-01T00:00:00")),
+            ("2024", Some("2024-01-01T00:00:00")),
+            ("2024-01", Some("2024-01-01T00:00:00")),
+            ("20240115", Some("2024-01-15T00:00:00")),
+            ("20241301", Some("1970-08-23T06:35:01")),
+            ("2024/01/15", Some("2024-01-15T00:00:00")),
+            ("2024:01:15", Some("2024-01-15T00:00:00")),
+            ("2024-01-15T10:00:00+02:00", Some("2024-01-15T08:00:00")),
+            ("inf", None),
+            ("nan", None),
+            ("17e308", None),
+            ("1e12", None),
+            ("1__0", None),
+            ("_1", None),
+            ("0x10", None),
+            ("2024-13", None),
+            ("2024/1/15", None),
+            ("x", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(ts(text).as_deref(), want, "timestamp from {text:?}");
+        }
+        let day = |s: &str| match coerce(&json!(s), DataType::Date) {
+            Some(Cell::Date(d)) => Some(d),
+            _ => None,
+        };
+        assert_eq!(day("47"), Some(0));
+        assert_eq!(day("-12.5"), Some(-1));
+        assert_eq!(day("2024-01-15T01:00:00+02:00"), Some(19736));
+        assert_eq!(day("1970-01-02"), Some(1));
+        assert_eq!(day("x"), None);
     }
 
     #[test]

@@ -198,7 +198,11 @@ impl<'a> Normalizer<'a> {
         table.write_disposition = spec.write_disposition;
         table.merge_strategy = (spec.write_disposition == WriteDisposition::Merge)
             .then(|| spec.merge_strategy.unwrap_or_default());
-        table.max_nesting = spec.max_table_nesting;
+        // Like dlt's `x-normalizer` table hint: a run without the hint keeps the stored one.
+        if spec.max_table_nesting.is_some() {
+            table.max_nesting = spec.max_table_nesting;
+        }
+        let max_nesting = table.max_nesting.unwrap_or(DEFAULT_MAX_NESTING);
         let primary_key: Vec<String> = spec
             .primary_key
             .iter()
@@ -233,7 +237,7 @@ impl<'a> Normalizer<'a> {
             .any(|t| t.columns.contains_key("_dlt_root_id"));
         let settings = RootSettings {
             name: Arc::from(name.as_str()),
-            max_nesting: spec.max_table_nesting.unwrap_or(DEFAULT_MAX_NESTING),
+            max_nesting,
             // As dlt: merged tables, `root_key`, or child tables that already carry the root key.
             propagate_root_key: spec.root_key
                 || (merge && strategy != Some(MergeStrategy::Scd2))
@@ -343,12 +347,13 @@ impl<'a> Normalizer<'a> {
     ) {
         let mut id_source = String::new();
         for (idx, element) in list.iter().enumerate() {
-            let entries = match element {
-                Node::Object(entries) => Entries::Object(entries),
-                Node::Array(_) => Entries::One("list", element),
-                scalar => Entries::One("value", scalar),
+            // A list inside a list becomes a row `{"list": inner}` one level deeper, as in dlt.
+            let (entries, row_lvl) = match element {
+                Node::Object(entries) => (Entries::Object(entries), lvl),
+                Node::Array(_) => (Entries::One("list", element), lvl - 1),
+                scalar => (Entries::One("value", scalar), lvl),
             };
-            let (mut values, lists) = self.flatten(table, entries, lvl);
+            let (mut values, lists) = self.flatten(table, entries, row_lvl);
             let names = &self.system_names;
             let row_id = match take_user_row_id(&mut values) {
                 Some(id) => {
@@ -378,7 +383,7 @@ impl<'a> Normalizer<'a> {
                 values,
             });
             for (child, list) in lists {
-                self.collect_list(rows, table, &child, list, &row_id, root_id, lvl - 1);
+                self.collect_list(rows, table, &child, list, &row_id, root_id, row_lvl - 1);
             }
         }
     }
