@@ -119,7 +119,11 @@ fn resource_for(dir: &Path, run: &Value) -> Resource {
 }
 
 fn run_scenario(name: &str) {
-    let dir = scenarios_dir().join(name);
+    run_scenario_in(&scenarios_dir().join(name), name);
+}
+
+fn run_scenario_in(dir: &Path, name: &str) {
+    let dir = dir.to_path_buf();
     let scenario = read_json(&dir.join("scenario.json"));
     let expected = read_json(&dir.join("expected.json"));
     let tmp = tempfile::tempdir().unwrap();
@@ -242,4 +246,22 @@ fn every_scenario_has_a_test() {
         20,
         "a new scenario needs a line in golden!(...): {names:?}"
     );
+}
+
+/// Every scenario under `tests/dlt_fixtures/random` (written by `random_scenarios.py`, expected
+/// tables from real dlt) loads to the same tables as dlt.
+#[test]
+fn random_scenarios_match_dlt() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/dlt_fixtures/random");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("expected.json").is_file())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 20, "random scenarios missing in {root:?}");
+    for dir in &dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        run_scenario_in(dir, &name);
+    }
 }

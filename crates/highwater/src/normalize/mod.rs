@@ -499,6 +499,19 @@ impl<'a> Normalizer<'a> {
 
     /// The full column name of `key` inside the object at `prefix` ("" at the top).
     fn column_name(&mut self, prefix: &Arc<str>, key: &str) -> Arc<str> {
+        let name = self.column_name_of(prefix, key);
+        // Inside two objects that share a name (`userName: {x}`, `user_name: {x}`), the
+        // columns share names too.
+        if !self.collisions.is_empty()
+            && self.collisions.contains(prefix)
+            && !self.collisions.contains(&name)
+        {
+            self.collisions.insert(name.clone());
+        }
+        name
+    }
+
+    fn column_name_of(&mut self, prefix: &Arc<str>, key: &str) -> Arc<str> {
         if let Some(name) = self.names.get(prefix).and_then(|m| m.get(key)) {
             return name.clone();
         }

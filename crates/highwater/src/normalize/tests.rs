@@ -249,3 +249,27 @@ fn keys_with_one_name_keep_the_last_value_like_a_python_dict() {
         "the later list wins"
     );
 }
+
+#[test]
+fn objects_with_one_name_share_their_columns_like_dlt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut schema = Schema::new("p");
+    let mut n = Normalizer::new(&mut schema, Naming::default(), "1", dir.path());
+    let root = n
+        .prepare_root("t", &spec(WriteDisposition::Append, &[]))
+        .unwrap();
+    // dlt flattens the last nested object first, so the first one's value is written last.
+    n.push_item(
+        &root,
+        json!({"userName": {"_x": 0.5}, "user_name": {"_x": true}}),
+        "",
+    )
+    .unwrap();
+    let files = n.finish().unwrap();
+    assert_eq!(
+        schema.tables["t"].columns["user_name___x"].data_type,
+        DataType::Double
+    );
+    let rows = read_rows(dir.path(), &files, "t");
+    assert_eq!(rows[0]["user_name___x"].as_deref(), Some("0.5"));
+}
