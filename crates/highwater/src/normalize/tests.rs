@@ -54,6 +54,19 @@ fn read_rows(
     rows
 }
 
+/// Normalizes one item of an append table `t`; returns the files' folder, the schema and files.
+fn normalize_one(item: Value) -> (tempfile::TempDir, Schema, Vec<TableFile>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut schema = Schema::new("p");
+    let mut n = Normalizer::new(&mut schema, Naming::default(), "1", dir.path());
+    let root = n
+        .prepare_root("t", &spec(WriteDisposition::Append, &[]))
+        .unwrap();
+    n.push_item(&root, item, "").unwrap();
+    let files = n.finish().unwrap();
+    (dir, schema, files)
+}
+
 fn columns(schema: &Schema, table: &str) -> Vec<String> {
     schema.tables[table].columns.keys().cloned().collect()
 }
@@ -224,19 +237,9 @@ fn lists_of_lists_and_nesting_limit() {
 
 #[test]
 fn keys_with_one_name_keep_the_last_value_like_a_python_dict() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut schema = Schema::new("p");
-    let mut n = Normalizer::new(&mut schema, Naming::default(), "1", dir.path());
-    let root = n
-        .prepare_root("t", &spec(WriteDisposition::Append, &[]))
-        .unwrap();
-    n.push_item(
-        &root,
+    let (dir, schema, files) = normalize_one(
         json!({"userId": 1, "x": 0, "user_id": 2, "tagList": [1], "tag_list": [2, 3]}),
-        "",
-    )
-    .unwrap();
-    let files = n.finish().unwrap();
+    );
     assert_eq!(
         columns(&schema, "t"),
         ["user_id", "x", "_dlt_load_id", "_dlt_id"]
@@ -252,20 +255,9 @@ fn keys_with_one_name_keep_the_last_value_like_a_python_dict() {
 
 #[test]
 fn objects_with_one_name_share_their_columns_like_dlt() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut schema = Schema::new("p");
-    let mut n = Normalizer::new(&mut schema, Naming::default(), "1", dir.path());
-    let root = n
-        .prepare_root("t", &spec(WriteDisposition::Append, &[]))
-        .unwrap();
     // dlt flattens the last nested object first, so the first one's value is written last.
-    n.push_item(
-        &root,
-        json!({"userName": {"_x": 0.5}, "user_name": {"_x": true}}),
-        "",
-    )
-    .unwrap();
-    let files = n.finish().unwrap();
+    let (dir, schema, files) =
+        normalize_one(json!({"userName": {"_x": 0.5}, "user_name": {"_x": true}}));
     assert_eq!(
         schema.tables["t"].columns["user_name___x"].data_type,
         DataType::Double
