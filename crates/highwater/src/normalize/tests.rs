@@ -54,15 +54,17 @@ fn read_rows(
     rows
 }
 
-/// Normalizes one item of an append table `t`; returns the files' folder, the schema and files.
-fn normalize_one(item: Value) -> (tempfile::TempDir, Schema, Vec<TableFile>) {
+/// Normalizes items of an append table `t`; returns the files' folder, the schema and files.
+fn normalize_append(items: Vec<Value>) -> (tempfile::TempDir, Schema, Vec<TableFile>) {
     let dir = tempfile::tempdir().unwrap();
     let mut schema = Schema::new("p");
     let mut n = Normalizer::new(&mut schema, Naming::default(), "1", dir.path());
     let root = n
         .prepare_root("t", &spec(WriteDisposition::Append, &[]))
         .unwrap();
-    n.push_item(&root, item, "").unwrap();
+    for item in items {
+        n.push_item(&root, item, "").unwrap();
+    }
     let files = n.finish().unwrap();
     (dir, schema, files)
 }
@@ -157,16 +159,10 @@ fn dlt_full_example() {
 
 #[test]
 fn append_has_no_root_key_and_nulls_make_no_columns() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut schema = Schema::new("p");
-    let mut n = Normalizer::new(&mut schema, Naming::default(), "1", dir.path());
-    let root = n
-        .prepare_root("t", &spec(WriteDisposition::Append, &[]))
-        .unwrap();
-    n.push_item(&root, json!({"a": null, "b": 1, "l": [{"x": 1}]}), "")
-        .unwrap();
-    n.push_item(&root, json!("scalar"), "").unwrap();
-    n.finish().unwrap();
+    let (_dir, schema, _files) = normalize_append(vec![
+        json!({"a": null, "b": 1, "l": [{"x": 1}]}),
+        json!("scalar"),
+    ]);
     assert_eq!(
         columns(&schema, "t"),
         ["b", "_dlt_load_id", "_dlt_id", "value"]
@@ -237,9 +233,9 @@ fn lists_of_lists_and_nesting_limit() {
 
 #[test]
 fn keys_with_one_name_keep_the_last_value_like_a_python_dict() {
-    let (dir, schema, files) = normalize_one(
+    let (dir, schema, files) = normalize_append(vec![
         json!({"userId": 1, "x": 0, "user_id": 2, "tagList": [1], "tag_list": [2, 3]}),
-    );
+    ]);
     assert_eq!(
         columns(&schema, "t"),
         ["user_id", "x", "_dlt_load_id", "_dlt_id"]
@@ -256,8 +252,9 @@ fn keys_with_one_name_keep_the_last_value_like_a_python_dict() {
 #[test]
 fn objects_with_one_name_share_their_columns_like_dlt() {
     // dlt flattens the last nested object first, so the first one's value is written last.
-    let (dir, schema, files) =
-        normalize_one(json!({"userName": {"_x": 0.5}, "user_name": {"_x": true}}));
+    let (dir, schema, files) = normalize_append(vec![
+        json!({"userName": {"_x": 0.5}, "user_name": {"_x": true}}),
+    ]);
     assert_eq!(
         schema.tables["t"].columns["user_name___x"].data_type,
         DataType::Double
