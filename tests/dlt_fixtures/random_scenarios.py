@@ -5,8 +5,9 @@ Each seed gives one scenario: one resource `things` over 1-3 runs of small JSONL
 items mix every JSON type, nested objects, lists of scalars, of objects and of lists, keys that
 need renaming (CamelCase, dashes, spaces, dots, non-ASCII, leading digits, longer than the
 identifier limit, keys that collide after renaming), strings that look like dates or numbers,
-with a random write disposition, merge strategy, max_table_nesting, root_key, and (mostly) an
-incremental on `ts` with random options. Ids are unique within a run (dlt's dedup of repeated
+with a random write disposition, merge strategy, max_table_nesting, root_key, table names taken
+from the item (`{kind}`), compound primary keys, and (mostly) an incremental on `ts` with random
+options. Ids are unique within a run (dlt's dedup of repeated
 keys in one load keeps an arbitrary row).
 
 Left out on purpose, because highwater differs from dlt there by design or dlt fails:
@@ -71,9 +72,11 @@ def obj(r, depth):
     return {k: value(r, depth) for k in r.sample(KEYS, r.randrange(0, 5))}
 
 
-def item(r, i, cursor_may_be_missing):
+def item(r, i, cursor_may_be_missing, kinds):
     d = obj(r, 0)
     d["id"] = i
+    if kinds:
+        d["kind"] = kinds[i % len(kinds)]
     if not (cursor_may_be_missing and r.random() < 0.2):
         # three ids share each day, so runs meet at boundaries
         d["ts"] = "2024-01-%02dT00:00:00Z" % (1 + (i // 3) % 28)
@@ -106,6 +109,9 @@ def scenario(seed, out):
     strategy = r.choice([None, None, "upsert", "insert-only"]) if disposition == "merge" else None
     incremental = incremental_spec(r) if r.random() < 0.8 else None
     missing = bool(incremental and incremental.get("on_cursor_value_missing"))
+    dynamic = r.random() < 0.4
+    kinds = ["Push Event", "issueComment", "pull-request"] if dynamic or r.random() < 0.3 else None
+    compound = kinds is not None and r.random() < 0.5
     runs = []
     for n in range(r.randrange(1, 4)):
         if disposition == "merge":
@@ -116,11 +122,12 @@ def scenario(seed, out):
         name = "run%d.jsonl" % (n + 1)
         with open(os.path.join(out, name), "w", encoding="utf-8") as f:
             for i in ids:
-                f.write(json.dumps(item(r, i, missing), ensure_ascii=False) + "\n")
+                f.write(json.dumps(item(r, i, missing, kinds), ensure_ascii=False) + "\n")
         runs.append({
             "resource": "things", "files": [name], "write_disposition": disposition,
-            "primary_key": ["id"] if disposition == "merge" else [], "merge_key": [],
-            "merge_strategy": strategy, "table_name": None,
+            "primary_key": (["id", "kind"] if compound else ["id"]) if disposition == "merge" else [],
+            "merge_key": [],
+            "merge_strategy": strategy, "table_name": "{kind}" if dynamic else None,
             "max_table_nesting": r.choice([None, None, None, 1, 2]),
             "root_key": root_key, "columns": {}, "incremental": incremental,
         })

@@ -28,6 +28,8 @@ pub(crate) struct ExtractContext<'a> {
     pub state: &'a mut Value,
     pub progress: &'a dyn Fn(ProgressEvent),
     pub normalize_table: &'a dyn Fn(&str) -> String,
+    /// The root tables each resource has loaded into so far (from the stored schema).
+    pub resource_tables: &'a HashMap<String, Vec<String>>,
 }
 
 /// The outcome of extracting into a package.
@@ -104,6 +106,18 @@ pub(crate) fn extract(
                 truncate_tables.push((ctx.normalize_table)(name));
             } else if hints.table_name.is_none() {
                 truncate_tables.push((ctx.normalize_table)(&resource.name));
+            }
+            // As dlt: every root table the resource filled before is emptied too, also those
+            // this run brings no rows for (table names taken from the items, a renamed table).
+            for table in ctx
+                .resource_tables
+                .get(&resource.name)
+                .into_iter()
+                .flatten()
+            {
+                if !truncate_tables.contains(table) {
+                    truncate_tables.push(table.clone());
+                }
             }
         }
 

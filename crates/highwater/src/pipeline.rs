@@ -341,6 +341,10 @@ impl Pipeline {
         });
         let naming = self.naming;
         let normalize_table = move |raw: &str| naming.normalize_path(raw);
+        let resource_tables = self
+            .local_schema()?
+            .map(|schema| schema.root_tables_by_resource())
+            .unwrap_or_default();
         let progress = self.progress.clone();
         let extracted = extract(
             &package,
@@ -353,6 +357,7 @@ impl Pipeline {
                 state: &mut run_state,
                 progress: &move |e| progress(e),
                 normalize_table: &normalize_table,
+                resource_tables: &resource_tables,
             },
         );
         let extracted = match extracted {

@@ -339,6 +339,21 @@ impl Schema {
         name
     }
 
+    /// The root tables of each resource, in schema order.
+    pub fn root_tables_by_resource(&self) -> std::collections::HashMap<String, Vec<String>> {
+        let mut by_resource: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        for table in self.tables.values().filter(|t| t.parent.is_none()) {
+            if let Some(resource) = &table.resource {
+                by_resource
+                    .entry(resource.clone())
+                    .or_default()
+                    .push(table.name.clone());
+            }
+        }
+        by_resource
+    }
+
     /// The child tables of `root` (all descendants), in schema order.
     pub fn descendants(&self, root: &str) -> Vec<&Table> {
         self.tables

@@ -245,6 +245,33 @@ fn run_time_replace_is_a_full_refresh() {
 }
 
 #[test]
+fn replace_empties_every_table_the_resource_filled_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "replace_dynamic");
+    let make = |items: Vec<Value>| {
+        Resource::from_items("events", items)
+            .write_disposition(WriteDisposition::Replace)
+            .table_name_fn(|item| Ok(item["kind"].as_str().unwrap_or("other").to_string()))
+    };
+    p.run(make(vec![
+        json!({"kind": "push", "id": 1, "tags": ["a"]}),
+        json!({"kind": "issue", "id": 2}),
+    ]))
+    .unwrap();
+    // The second run brings no `issue` rows: as in dlt, replace still empties that table.
+    p.run(make(vec![json!({"kind": "push", "id": 3})])).unwrap();
+    let count = |table: &str| {
+        rows(
+            dir.path(),
+            &format!("SELECT CAST(count(*) AS VARCHAR) FROM data.{table}"),
+        )
+    };
+    assert_eq!(count("push"), vec![vec![json!("1")]]);
+    assert_eq!(count("issue"), vec![vec![json!("0")]]);
+    assert_eq!(count("push__tags"), vec![vec![json!("0")]]);
+}
+
+#[test]
 fn plain_data_with_run_time_hints() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), "plain");
