@@ -232,6 +232,7 @@ golden!(
     list_in_list_nesting,
     sticky_max_nesting,
     text_to_timestamp,
+    user_row_ids,
 );
 
 #[test]
@@ -243,7 +244,7 @@ fn every_scenario_has_a_test() {
     names.sort();
     assert_eq!(
         names.len(),
-        20,
+        21,
         "a new scenario needs a line in golden!(...): {names:?}"
     );
 }

@@ -288,7 +288,8 @@ impl<'a> Normalizer<'a> {
         });
         let root_name = settings.name.clone();
         let (mut values, lists) = self.flatten(&root_name, entries, settings.max_nesting as i64);
-        let row_id = match take_user_row_id(&mut values) {
+        let (user_id, id_place) = user_row_id(&mut values);
+        let row_id = match user_id {
             Some(id) => id,
             None => match settings.row_id {
                 RowIdKind::Random => random_row_id(),
@@ -302,10 +303,7 @@ impl<'a> Normalizer<'a> {
             },
         };
         values.push((self.system_names.load_id.clone(), RowValue::LoadId));
-        values.push((
-            self.system_names.row_id.clone(),
-            RowValue::Text(row_id.clone()),
-        ));
+        set_row_id(&mut values, id_place, &self.system_names.row_id, &row_id);
         let mut rows = vec![PendingRow {
             table: root_name.clone(),
             parent: None,
@@ -355,25 +353,24 @@ impl<'a> Normalizer<'a> {
             };
             let (mut values, lists) = self.flatten(table, entries, row_lvl);
             let names = &self.system_names;
-            let row_id = match take_user_row_id(&mut values) {
-                Some(id) => {
-                    values.push((names.row_id.clone(), RowValue::Text(id.clone())));
-                    id
-                }
+            let (user_id, id_place) = user_row_id(&mut values);
+            // The root key is propagated to every child row, also one with its own `_dlt_id`.
+            if let Some(root_id) = root_id {
+                values.push((names.root_id.clone(), RowValue::Text(root_id.to_string())));
+            }
+            let row_id = match user_id {
+                Some(id) => id,
                 None => {
                     use std::fmt::Write;
                     id_source.clear();
                     let _ = write!(id_source, "{parent_id}_{table}_{idx}");
                     let id = digest128(&id_source);
-                    if let Some(root_id) = root_id {
-                        values.push((names.root_id.clone(), RowValue::Text(root_id.to_string())));
-                    }
                     values.push((
                         names.parent_id.clone(),
                         RowValue::Text(parent_id.to_string()),
                     ));
                     values.push((names.list_idx.clone(), RowValue::Int(idx as i64)));
-                    values.push((names.row_id.clone(), RowValue::Text(id.clone())));
+                    set_row_id(&mut values, id_place, &names.row_id, &id);
                     id
                 }
             };
@@ -853,15 +850,28 @@ fn keep_last_of_each_name<K: AsRef<str>, V>(
     }
 }
 
-/// A user-supplied non-empty `_dlt_id` is kept (dlt then adds no id columns of its own).
-fn take_user_row_id(values: &mut RowValues<'_>) -> Option<String> {
-    let pos = values.iter().position(|(k, v)| {
-        &**k == "_dlt_id" && matches!(v, RowValue::Item(node) if is_truthy(node))
-    })?;
-    match values.remove(pos).1 {
-        RowValue::Item(Node::Str(s)) => Some(s.to_string()),
-        RowValue::Item(other) => Some(other.to_json()),
-        _ => None,
+/// The item's own `_dlt_id`, if truthy, which dlt keeps (then adding no id columns of its own),
+/// and the place of a `_dlt_id` entry in the row: dlt writes its generated id there when the
+/// item's value is empty, so the column keeps the item's order.
+fn user_row_id(values: &mut RowValues<'_>) -> (Option<String>, Option<usize>) {
+    let Some(place) = values.iter().position(|(k, _)| &**k == "_dlt_id") else {
+        return (None, None);
+    };
+    let id = match &values[place].1 {
+        RowValue::Item(node) if !is_truthy(node) => return (None, Some(place)),
+        RowValue::Item(Node::Str(s)) => s.to_string(),
+        RowValue::Item(other) => other.to_json(),
+        _ => return (None, Some(place)),
+    };
+    values[place].1 = RowValue::Text(id.clone());
+    (Some(id), Some(place))
+}
+
+/// Puts the row id at `place` (the item's own `_dlt_id` entry) or at the end of the row.
+fn set_row_id<'n>(values: &mut RowValues<'n>, place: Option<usize>, column: &Arc<str>, id: &str) {
+    match place {
+        Some(place) => values[place].1 = RowValue::Text(id.to_string()),
+        None => values.push((column.clone(), RowValue::Text(id.to_string()))),
     }
 }
 
