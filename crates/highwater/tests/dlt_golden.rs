@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use highwater::{
     Bound, ColumnHint, DataType, DestinationConfig, Incremental, LastValueFunc, MergeStrategy,
-    OnCursorMissing, Pipeline, Resource, SortOrder, Source, TableName, WriteDisposition,
+    OnCursorMissing, Pipeline, Resource, RowOrder, SortOrder, Source, TableName, WriteDisposition,
 };
 use serde_json::Value;
 
@@ -111,6 +111,14 @@ fn resource_for(dir: &Path, run: &Value) -> Resource {
             Some("exclude") => {
                 incremental = incremental.on_cursor_value_missing(OnCursorMissing::Exclude)
             }
+            _ => {}
+        }
+        if let Some(lag) = inc.get("lag").and_then(Value::as_f64) {
+            incremental = incremental.lag(lag);
+        }
+        match inc.get("row_order").and_then(Value::as_str) {
+            Some("asc") => incremental = incremental.row_order(RowOrder::Asc),
+            Some("desc") => incremental = incremental.row_order(RowOrder::Desc),
             _ => {}
         }
         resource = resource.incremental(incremental);
@@ -233,6 +241,7 @@ golden!(
     sticky_max_nesting,
     text_to_timestamp,
     user_row_ids,
+    incremental_lag_min,
 );
 
 #[test]
@@ -244,7 +253,7 @@ fn every_scenario_has_a_test() {
     names.sort();
     assert_eq!(
         names.len(),
-        21,
+        22,
         "a new scenario needs a line in golden!(...): {names:?}"
     );
 }

@@ -776,11 +776,10 @@ impl IncrementalRun {
                 Vec::new()
             }),
         );
+        // As dlt: once a row is kept, the stored `start_value` becomes the last value the run
+        // started from (as stored, before any lag).
         let start_value = if self.kept_rows > 0 {
-            self.start
-                .as_ref()
-                .map(CursorValue::to_json)
-                .or_else(|| self.start_raw.clone())
+            self.start_raw.clone()
         } else {
             previous
                 .and_then(|p| p.get("start_value"))
