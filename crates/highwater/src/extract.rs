@@ -115,9 +115,7 @@ pub(crate) fn extract(
                 .into_iter()
                 .flatten()
             {
-                if !truncate_tables.contains(table) {
-                    truncate_tables.push(table.clone());
-                }
+                replace_truncates(&mut truncate_tables, disposition, table.clone());
             }
         }
 

@@ -3,6 +3,8 @@
 //! The schema is plain data. The normalizer adds tables and columns as it sees values; the
 //! destination turns it into DDL. Column order is the order of first appearance, as in dlt.
 
+use std::collections::HashMap;
+
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -340,9 +342,8 @@ impl Schema {
     }
 
     /// The root tables of each resource, in schema order.
-    pub fn root_tables_by_resource(&self) -> std::collections::HashMap<String, Vec<String>> {
-        let mut by_resource: std::collections::HashMap<String, Vec<String>> =
-            std::collections::HashMap::new();
+    pub fn root_tables_by_resource(&self) -> HashMap<String, Vec<String>> {
+        let mut by_resource: HashMap<String, Vec<String>> = HashMap::new();
         for table in self.tables.values().filter(|t| t.parent.is_none()) {
             if let Some(resource) = &table.resource {
                 by_resource

@@ -94,6 +94,22 @@ pub fn parse_timestamp_or_date(s: &str) -> Option<DateTime<Utc>> {
     parse_timestamp(s).or_else(|| parse_date(s).map(|d| d.and_time(NaiveTime::MIN).and_utc()))
 }
 
+/// The date-only forms dlt's parser (pendulum) takes besides `YYYY-MM-DD`: `YYYY`, `YYYY-MM`,
+/// `YYYYMMDD`, `YYYY/MM/DD` and `YYYY:MM:DD`, from year 1 (Python's first).
+pub fn parse_bare_date(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    let (year, month, day) = match b.len() {
+        4 => (four_digits(b, 0)?, 1, 1),
+        7 if b[4] == b'-' => (four_digits(b, 0)?, two_digits(b, 5)?, 1),
+        8 => (four_digits(b, 0)?, two_digits(b, 4)?, two_digits(b, 6)?),
+        10 if (b[4] == b'/' && b[7] == b'/') || (b[4] == b':' && b[7] == b':') => {
+            (four_digits(b, 0)?, two_digits(b, 5)?, two_digits(b, 8)?)
+        }
+        _ => return None,
+    };
+    NaiveDate::from_ymd_opt(year as i32, month, day).filter(|_| year >= 1)
+}
+
 fn date_prefix(b: &[u8]) -> Option<NaiveDate> {
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;

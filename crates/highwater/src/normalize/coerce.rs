@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::node::Node;
 
 use crate::schema::DataType;
-use crate::timeparse::{parse_date, parse_timestamp, parse_timestamp_or_date};
+use crate::timeparse::{parse_bare_date, parse_date, parse_timestamp, parse_timestamp_or_date};
 
 /// A value converted to a column's type, ready for a column builder.
 #[derive(Debug, Clone, PartialEq)]
@@ -240,7 +240,7 @@ fn timestamp_from_str(s: &str) -> Option<i64> {
     if let Some(t) = parse_timestamp_or_date(s) {
         return Some(t.timestamp_micros());
     }
-    if let Some(date) = bare_date(s) {
+    if let Some(date) = parse_bare_date(s) {
         return Some(
             date.and_time(chrono::NaiveTime::MIN)
                 .and_utc()
@@ -248,28 +248,6 @@ fn timestamp_from_str(s: &str) -> Option<i64> {
         );
     }
     micros_from_unix_seconds(python_float(s)?)
-}
-
-/// The date-only forms pendulum parses besides `YYYY-MM-DD`.
-fn bare_date(s: &str) -> Option<chrono::NaiveDate> {
-    let b = s.as_bytes();
-    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
-        let part = b.get(range)?;
-        part.iter()
-            .all(u8::is_ascii_digit)
-            .then(|| part.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
-    };
-    let (year, month, day) = match b.len() {
-        4 => (digits(0..4)?, 1, 1),
-        7 if b[4] == b'-' => (digits(0..4)?, digits(5..7)?, 1),
-        8 => (digits(0..4)?, digits(4..6)?, digits(6..8)?),
-        10 if (b[4] == b'/' && b[7] == b'/') || (b[4] == b':' && b[7] == b':') => {
-            (digits(0..4)?, digits(5..7)?, digits(8..10)?)
-        }
-        _ => return None,
-    };
-    // Python's dates start at year 1.
-    chrono::NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day).filter(|_| year >= 1)
 }
 
 /// A string as Python's `float()` reads it: surrounding whitespace, a sign, underscores between

@@ -288,7 +288,7 @@ impl<'a> Normalizer<'a> {
         });
         let root_name = settings.name.clone();
         let (mut values, lists) = self.flatten(&root_name, entries, settings.max_nesting as i64);
-        let (user_id, id_place) = user_row_id(&mut values);
+        let (user_id, id_place) = user_row_id(&values);
         let row_id = match user_id {
             Some(id) => id,
             None => match settings.row_id {
@@ -353,7 +353,7 @@ impl<'a> Normalizer<'a> {
             };
             let (mut values, lists) = self.flatten(table, entries, row_lvl);
             let names = &self.system_names;
-            let (user_id, id_place) = user_row_id(&mut values);
+            let (user_id, id_place) = user_row_id(&values);
             // The root key is propagated to every child row, also one with its own `_dlt_id`.
             if let Some(root_id) = root_id {
                 values.push((names.root_id.clone(), RowValue::Text(root_id.to_string())));
@@ -364,16 +364,15 @@ impl<'a> Normalizer<'a> {
                     use std::fmt::Write;
                     id_source.clear();
                     let _ = write!(id_source, "{parent_id}_{table}_{idx}");
-                    let id = digest128(&id_source);
                     values.push((
                         names.parent_id.clone(),
                         RowValue::Text(parent_id.to_string()),
                     ));
                     values.push((names.list_idx.clone(), RowValue::Int(idx as i64)));
-                    set_row_id(&mut values, id_place, &names.row_id, &id);
-                    id
+                    digest128(&id_source)
                 }
             };
+            set_row_id(&mut values, id_place, &names.row_id, &row_id);
             rows.push(PendingRow {
                 table: table.clone(),
                 parent: Some(parent.clone()),
@@ -853,22 +852,21 @@ fn keep_last_of_each_name<K: AsRef<str>, V>(
 /// The item's own `_dlt_id`, if truthy, which dlt keeps (then adding no id columns of its own),
 /// and the place of a `_dlt_id` entry in the row: dlt writes its generated id there when the
 /// item's value is empty, so the column keeps the item's order.
-fn user_row_id(values: &mut RowValues<'_>) -> (Option<String>, Option<usize>) {
+fn user_row_id(values: &RowValues<'_>) -> (Option<String>, Option<usize>) {
     let Some(place) = values.iter().position(|(k, _)| &**k == "_dlt_id") else {
         return (None, None);
     };
     let id = match &values[place].1 {
-        RowValue::Item(node) if !is_truthy(node) => return (None, Some(place)),
-        RowValue::Item(Node::Str(s)) => s.to_string(),
-        RowValue::Item(other) => other.to_json(),
-        _ => return (None, Some(place)),
+        RowValue::Item(node) if !is_truthy(node) => None,
+        RowValue::Item(Node::Str(s)) => Some(s.to_string()),
+        RowValue::Item(other) => Some(other.to_json()),
+        _ => None,
     };
-    values[place].1 = RowValue::Text(id.clone());
-    (Some(id), Some(place))
+    (id, Some(place))
 }
 
 /// Puts the row id at `place` (the item's own `_dlt_id` entry) or at the end of the row.
-fn set_row_id<'n>(values: &mut RowValues<'n>, place: Option<usize>, column: &Arc<str>, id: &str) {
+fn set_row_id(values: &mut RowValues<'_>, place: Option<usize>, column: &Arc<str>, id: &str) {
     match place {
         Some(place) => values[place].1 = RowValue::Text(id.to_string()),
         None => values.push((column.clone(), RowValue::Text(id.to_string()))),
