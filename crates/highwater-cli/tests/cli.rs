@@ -146,13 +146,14 @@ fn malformed_line_names_file_and_line_and_changes_nothing() {
     );
     assert!(p.run(&["--progress", "none"], None).status.success());
     let state_before = std::fs::read(p.path("work/state.json")).unwrap();
-    let mut lines: Vec<String> = (4..=6).map(|i| event(i, i, "b")).collect();
-    lines.insert(1, r#"{"id": 99, "ts": "#.to_string());
+    // Far enough into the file (about 1.4 MB) that the line is past the first block read.
+    let mut lines: Vec<String> = (4..=20_003).map(|i| event(i, i, "b")).collect();
+    lines.insert(17_999, r#"{"id": 99, "ts": "#.to_string());
     p.write_data("b.jsonl", &lines);
     let out = p.run(&["--progress", "none"], None);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("b.jsonl:2: invalid JSON"), "{err}");
+    assert!(err.contains("b.jsonl:18000: invalid JSON"), "{err}");
     assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 3);
     assert_eq!(p.query_i64("SELECT count(*) FROM raw._dlt_loads"), 1);
     assert_eq!(

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use arrow::record_batch::RecordBatch;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -15,9 +16,6 @@ use crate::pipeline::ProgressEvent;
 use crate::resource::{Hints, Item, Resource, ResourceContext, TableName};
 use crate::schema::WriteDisposition;
 use crate::state;
-
-/// Where an item came from: file and 1-based line.
-type Location = (Arc<str>, u64);
 
 /// What the extract stage needs besides the resources.
 pub(crate) struct ExtractContext<'a> {
@@ -38,9 +36,349 @@ pub(crate) struct Extracted {
     pub items: u64,
 }
 
-struct TableOut {
+/// Whether the resource goes on, or its incremental left the range and no more is pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Next,
+    Stop,
+}
+
+/// The items files of the package being written, and what its manifest says about them.
+struct PackageWriter<'a> {
+    dir: std::path::PathBuf,
+    normalize_table: &'a dyn Fn(&str) -> String,
+    tables: Vec<ExtractedTable>,
+    json_outs: HashMap<String, JsonOut>,
+    arrow_outs: HashMap<String, (ArrowItemsWriter, usize)>,
+    sources: Vec<String>,
+    source_index: HashMap<Arc<str>, usize>,
+    truncate_tables: Vec<String>,
+}
+
+/// An open JSON items file and its table's index in the manifest.
+struct JsonOut {
     writer: ItemsWriter,
     index: usize,
+}
+
+impl<'a> PackageWriter<'a> {
+    fn create(package: &Package, normalize_table: &'a dyn Fn(&str) -> String) -> Result<Self> {
+        let dir = package.dir();
+        crate::package::create_dir_all(&dir.join("items"))?;
+        Ok(PackageWriter {
+            dir,
+            normalize_table,
+            tables: Vec::new(),
+            json_outs: HashMap::new(),
+            arrow_outs: HashMap::new(),
+            sources: Vec::new(),
+            source_index: HashMap::new(),
+            truncate_tables: Vec::new(),
+        })
+    }
+
+    /// The items file of JSON table `raw_table`, started on its first item.
+    fn json_out(&mut self, raw_table: &str, spec: &TableSpec) -> Result<&mut JsonOut> {
+        if !self.json_outs.contains_key(raw_table) {
+            let index = self.tables.len();
+            let file = format!("{index}.jsonl");
+            self.tables.push(ExtractedTable {
+                raw_name: raw_table.to_string(),
+                file: file.clone(),
+                format: ItemsFormat::Jsonl,
+                items: 0,
+                spec: spec.clone(),
+            });
+            replace_truncates(
+                &mut self.truncate_tables,
+                spec.write_disposition,
+                (self.normalize_table)(raw_table),
+            );
+            let writer = ItemsWriter::create(&self.dir.join("items").join(&file))?;
+            self.json_outs
+                .insert(raw_table.to_string(), JsonOut { writer, index });
+        }
+        self.json_outs
+            .get_mut(raw_table)
+            .ok_or_else(|| Error::Config(format!("items file of table {raw_table} missing")))
+    }
+
+    /// The index of `file` in the manifest's list of input files (added when new).
+    fn source_index(&mut self, file: &Arc<str>) -> usize {
+        if let Some(&i) = self.source_index.get(file) {
+            return i;
+        }
+        self.sources.push(file.to_string());
+        self.source_index
+            .insert(file.clone(), self.sources.len() - 1);
+        self.sources.len() - 1
+    }
+
+    /// Writes one JSON item's text as it came.
+    fn write_json_text(
+        &mut self,
+        raw_table: &str,
+        spec: &TableSpec,
+        json: &[u8],
+        location: Option<(&Arc<str>, u64)>,
+    ) -> Result<()> {
+        let location = location.map(|(file, line)| (self.source_index(file), line));
+        let out = self.json_out(raw_table, spec)?;
+        out.writer.write_raw(json, location)?;
+        let index = out.index;
+        self.tables[index].items += 1;
+        Ok(())
+    }
+
+    /// Writes one JSON item.
+    fn write_json_value(
+        &mut self,
+        raw_table: &str,
+        spec: &TableSpec,
+        value: &Value,
+        location: Option<(&Arc<str>, u64)>,
+    ) -> Result<()> {
+        let location = location.map(|(file, line)| (self.source_index(file), line));
+        let out = self.json_out(raw_table, spec)?;
+        out.writer.write(value, location)?;
+        let index = out.index;
+        self.tables[index].items += 1;
+        Ok(())
+    }
+
+    /// Writes an Arrow batch (not empty) into its table's Parquet items file.
+    fn write_arrow(
+        &mut self,
+        raw_table: &str,
+        spec: &TableSpec,
+        batch: &RecordBatch,
+    ) -> Result<()> {
+        if !self.arrow_outs.contains_key(raw_table) {
+            let index = self.tables.len();
+            let file = format!("{index}.parquet");
+            self.tables.push(ExtractedTable {
+                raw_name: raw_table.to_string(),
+                file: file.clone(),
+                format: ItemsFormat::Parquet,
+                items: 0,
+                spec: spec.clone(),
+            });
+            replace_truncates(
+                &mut self.truncate_tables,
+                spec.write_disposition,
+                (self.normalize_table)(raw_table),
+            );
+            let path = self.dir.join("items").join(&file);
+            let writer = ArrowItemsWriter::create(&path, batch.schema())?;
+            self.arrow_outs
+                .insert(raw_table.to_string(), (writer, index));
+        }
+        if let Some((writer, index)) = self.arrow_outs.get_mut(raw_table) {
+            writer.write(batch)?;
+            self.tables[*index].items += batch.num_rows() as u64;
+        }
+        Ok(())
+    }
+
+    /// Syncs the items files; returns the tables, input files and tables to empty.
+    fn finish(self) -> Result<(Vec<ExtractedTable>, Vec<String>, Vec<String>)> {
+        for (_, out) in self.json_outs {
+            out.writer.finish()?;
+        }
+        for (_, (writer, _)) in self.arrow_outs {
+            writer.finish()?;
+        }
+        Ok((self.tables, self.sources, self.truncate_tables))
+    }
+}
+
+/// One resource being extracted: its hints, its incremental and what it produced so far.
+struct ResourceExtract {
+    name: String,
+    hints: Hints,
+    spec: TableSpec,
+    incremental: Option<Arc<Mutex<IncrementalRun>>>,
+    /// Items the resource yielded (rows of Arrow batches, lines of JSON text).
+    items: u64,
+    /// Items written to the package.
+    kept: u64,
+}
+
+impl ResourceExtract {
+    fn incremental(&self) -> Option<std::sync::MutexGuard<'_, IncrementalRun>> {
+        self.incremental
+            .as_ref()
+            .map(|run| run.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn flow(&self) -> Flow {
+        match self.incremental() {
+            Some(run) if run.should_stop() => Flow::Stop,
+            _ => Flow::Next,
+        }
+    }
+
+    /// The table of every item, unless it is computed from each item.
+    fn static_table(&self) -> Option<&str> {
+        match &self.hints.table_name {
+            None => Some(&self.name),
+            Some(TableName::Static(name)) => Some(name),
+            Some(TableName::Dynamic(_)) => None,
+        }
+    }
+
+    fn arrow(&mut self, out: &mut PackageWriter<'_>, batch: RecordBatch) -> Result<()> {
+        self.items += batch.num_rows() as u64;
+        let batch = match self.incremental() {
+            Some(mut run) => run.filter_batch(&batch)?,
+            None => batch,
+        };
+        let Some(table) = self.static_table() else {
+            return Err(Error::Config(format!(
+                "resource {}: Arrow items need a fixed table name, not a function of the item",
+                self.name
+            )));
+        };
+        if batch.num_rows() > 0 {
+            out.write_arrow(table, &self.spec, &batch)?;
+            self.kept += batch.num_rows() as u64;
+        }
+        Ok(())
+    }
+
+    /// One JSON value as text. It is written as it came (parsed once, by normalize) without an
+    /// incremental, and with one when its cursor and dedup key can be read from the text alone.
+    fn json_text(
+        &mut self,
+        out: &mut PackageWriter<'_>,
+        json: &[u8],
+        file: &Arc<str>,
+        line: u64,
+    ) -> Result<Flow> {
+        let is_static = self.static_table().is_some();
+        if let Some(run) = &self.incremental {
+            let mut run = run.lock().unwrap_or_else(|p| p.into_inner());
+            if run.prefilter(json) {
+                // Only the cursor was read: rows already loaded cost a scan.
+                drop(run);
+                self.items += 1;
+                return Ok(self.flow());
+            }
+            if is_static {
+                if let Some(fields) = run.probe_row(json) {
+                    let verdict = run.filter(&fields, &format!("{file}:{line}: "))?;
+                    drop(run);
+                    self.items += 1;
+                    if verdict == Verdict::Keep {
+                        self.write_text(out, json, file, line)?;
+                    }
+                    return Ok(self.flow());
+                }
+            }
+        } else if is_static {
+            self.items += 1;
+            self.write_text(out, json, file, line)?;
+            return Ok(Flow::Next);
+        }
+        let value = serde_json::from_slice(json).map_err(|e| Error::InvalidJson {
+            location: format!("{file}:{line}"),
+            message: e.to_string(),
+        })?;
+        self.value(out, value, Some((file, line)))?;
+        Ok(self.flow())
+    }
+
+    fn write_text(
+        &mut self,
+        out: &mut PackageWriter<'_>,
+        json: &[u8],
+        file: &Arc<str>,
+        line: u64,
+    ) -> Result<()> {
+        let table = self.static_table().unwrap_or(&self.name);
+        out.write_json_text(table, &self.spec, json, Some((file, line)))?;
+        self.kept += 1;
+        Ok(())
+    }
+
+    /// Every line of a block of JSON Lines, in order, until the incremental says stop.
+    fn json_lines(
+        &mut self,
+        out: &mut PackageWriter<'_>,
+        bytes: &[u8],
+        file: &Arc<str>,
+        first_line: u64,
+    ) -> Result<Flow> {
+        let mut line = first_line;
+        let mut start = 0;
+        while start < bytes.len() {
+            let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i + 1);
+            let text = &bytes[start..end];
+            if !text.iter().all(u8::is_ascii_whitespace)
+                && self.json_text(out, text, file, line)? == Flow::Stop
+            {
+                return Ok(Flow::Stop);
+            }
+            start = end;
+            line += 1;
+        }
+        Ok(Flow::Next)
+    }
+
+    /// One parsed JSON value: filtered, sent to its table and written.
+    fn value(
+        &mut self,
+        out: &mut PackageWriter<'_>,
+        value: Value,
+        location: Option<(&Arc<str>, u64)>,
+    ) -> Result<()> {
+        self.items += 1;
+        let location_text = match location {
+            Some((file, line)) => format!("{file}:{line}: "),
+            None => String::new(),
+        };
+        if let Some(mut run) = self.incremental() {
+            if run.filter(&value, &location_text)? == Verdict::Drop {
+                return Ok(());
+            }
+        }
+        let table = match &self.hints.table_name {
+            None => self.name.clone(),
+            Some(TableName::Static(name)) => name.clone(),
+            Some(TableName::Dynamic(f)) => f(&value).map_err(|e| match e {
+                Error::Config(message) => Error::Resource {
+                    resource: self.name.clone(),
+                    message: format!("{location_text}{message}"),
+                },
+                other => other,
+            })?,
+        };
+        out.write_json_value(&table, &self.spec, &value, location)?;
+        self.kept += 1;
+        Ok(())
+    }
+
+    /// One item of the resource, whatever its kind.
+    fn item(&mut self, out: &mut PackageWriter<'_>, item: Item) -> Result<Flow> {
+        match item {
+            Item::Arrow(batch) => self.arrow(out, batch)?,
+            Item::RawJson { bytes, file, line } => return self.json_text(out, &bytes, &file, line),
+            Item::RawJsonLines {
+                bytes,
+                file,
+                first_line,
+            } => return self.json_lines(out, &bytes, &file, first_line),
+            Item::Json(value) => self.value(out, value, None)?,
+            Item::Page(values) => {
+                // A page is filtered whole: the range check drops its rows outside the range.
+                for value in values {
+                    self.value(out, value, None)?;
+                }
+            }
+            Item::Located { value, file, line } => self.value(out, value, Some((&file, line)))?,
+        }
+        Ok(self.flow())
+    }
 }
 
 /// Runs `resources` and writes their items into `package` (in `new/`).
@@ -49,20 +387,13 @@ pub(crate) fn extract(
     resources: Vec<Resource>,
     ctx: ExtractContext<'_>,
 ) -> Result<Extracted> {
-    let dir = package.dir();
-    crate::package::create_dir_all(&dir.join("items"))?;
-    let mut tables: Vec<ExtractedTable> = Vec::new();
-    let mut outs: HashMap<String, TableOut> = HashMap::new();
-    let mut arrow_outs: HashMap<String, (ArrowItemsWriter, usize)> = HashMap::new();
-    let mut sources: Vec<String> = Vec::new();
-    let mut source_index: HashMap<Arc<str>, usize> = HashMap::new();
-    let mut truncate_tables: Vec<String> = Vec::new();
+    let mut out = PackageWriter::create(package, ctx.normalize_table)?;
     let mut total_items = 0u64;
 
     for mut resource in resources {
         let hints = resource.hints.overridden_by(ctx.run_hints);
         let disposition = hints.write_disposition.unwrap_or_default();
-        let spec_base = TableSpec {
+        let spec = TableSpec {
             resource: resource.name.clone(),
             write_disposition: disposition,
             merge_strategy: hints.merge_strategy,
@@ -81,8 +412,8 @@ pub(crate) fn extract(
             )));
         }
         if disposition == WriteDisposition::Merge
-            && spec_base.primary_key.is_empty()
-            && spec_base.merge_key.is_empty()
+            && spec.primary_key.is_empty()
+            && spec.merge_key.is_empty()
             && matches!(
                 hints.merge_strategy,
                 Some(crate::schema::MergeStrategy::Upsert)
@@ -103,9 +434,10 @@ pub(crate) fn extract(
                 resources.remove(&resource.name);
             }
             if let Some(TableName::Static(name)) = &hints.table_name {
-                truncate_tables.push((ctx.normalize_table)(name));
+                out.truncate_tables.push((ctx.normalize_table)(name));
             } else if hints.table_name.is_none() {
-                truncate_tables.push((ctx.normalize_table)(&resource.name));
+                out.truncate_tables
+                    .push((ctx.normalize_table)(&resource.name));
             }
             // As dlt: every root table the resource filled before is emptied too, also those
             // this run brings no rows for (table names taken from the items, a renamed table).
@@ -115,7 +447,7 @@ pub(crate) fn extract(
                 .into_iter()
                 .flatten()
             {
-                replace_truncates(&mut truncate_tables, disposition, table.clone());
+                replace_truncates(&mut out.truncate_tables, disposition, table.clone());
             }
         }
 
@@ -149,202 +481,33 @@ pub(crate) fn extract(
             source_state: source_state_cell.clone(),
         };
 
-        let mut items = 0u64;
-        let mut kept = 0u64;
+        let mut run = ResourceExtract {
+            name: resource.name.clone(),
+            hints,
+            spec,
+            incremental: incremental.clone(),
+            items: 0,
+            kept: 0,
+        };
         let mut reported = 0u64;
-        let iter = (resource.producer)(context)?;
-        'pull: for next in iter {
-            let values: Vec<(Value, Option<Location>)> = match next? {
-                Item::Arrow(batch) => {
-                    items += batch.num_rows() as u64;
-                    let batch = match &incremental {
-                        Some(run) => run
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .filter_batch(&batch)?,
-                        None => batch,
-                    };
-                    let raw_table = match &hints.table_name {
-                        None => resource.name.clone(),
-                        Some(TableName::Static(name)) => name.clone(),
-                        Some(TableName::Dynamic(_)) => {
-                            return Err(Error::Config(format!(
-                                "resource {}: Arrow items need a fixed table name, not a function of the item",
-                                resource.name
-                            )))
-                        }
-                    };
-                    if batch.num_rows() > 0 {
-                        let out = match arrow_outs.get_mut(&raw_table) {
-                            Some(out) => out,
-                            None => {
-                                let index = tables.len();
-                                let file = format!("{index}.parquet");
-                                tables.push(ExtractedTable {
-                                    raw_name: raw_table.clone(),
-                                    file: file.clone(),
-                                    format: ItemsFormat::Parquet,
-                                    items: 0,
-                                    spec: spec_base.clone(),
-                                });
-                                replace_truncates(
-                                    &mut truncate_tables,
-                                    disposition,
-                                    (ctx.normalize_table)(&raw_table),
-                                );
-                                let path = dir.join("items").join(&file);
-                                let writer = ArrowItemsWriter::create(&path, batch.schema())?;
-                                arrow_outs
-                                    .entry(raw_table.clone())
-                                    .or_insert((writer, index))
-                            }
-                        };
-                        out.0.write(&batch)?;
-                        tables[out.1].items += batch.num_rows() as u64;
-                        kept += batch.num_rows() as u64;
-                    }
-                    Vec::new()
-                }
-                Item::RawJson { bytes, file, line } => {
-                    let dynamic = matches!(hints.table_name, Some(TableName::Dynamic(_)));
-                    // Whether the row is written as it came (its text untouched, parsed once by
-                    // normalize): always without an incremental, and with one when its cursor and
-                    // dedup key could be read from the text alone.
-                    let mut write_as_is = incremental.is_none() && !dynamic;
-                    if let Some(run) = &incremental {
-                        let mut run = run.lock().unwrap_or_else(|p| p.into_inner());
-                        let probe = if run.prefilter(&bytes) {
-                            // Only the cursor was read: rows already loaded cost a scan.
-                            None
-                        } else if dynamic {
-                            Some(None)
-                        } else {
-                            Some(run.probe_row(&bytes))
-                        };
-                        match probe {
-                            None => {
-                                items += 1;
-                                if run.should_stop() {
-                                    break 'pull;
-                                }
-                                continue 'pull;
-                            }
-                            Some(Some(fields)) => {
-                                items += 1;
-                                let verdict = run.filter(&fields, &format!("{file}:{line}: "))?;
-                                if verdict == Verdict::Drop {
-                                    if run.should_stop() {
-                                        break 'pull;
-                                    }
-                                    continue 'pull;
-                                }
-                                write_as_is = true;
-                            }
-                            Some(None) => {}
-                        }
-                    }
-                    if write_as_is {
-                        let raw_table = match &hints.table_name {
-                            Some(TableName::Static(name)) => name.clone(),
-                            _ => resource.name.clone(),
-                        };
-                        if incremental.is_none() {
-                            items += 1;
-                        }
-                        if open_jsonl_table(&mut outs, &mut tables, &dir, &raw_table, &spec_base)? {
-                            replace_truncates(
-                                &mut truncate_tables,
-                                disposition,
-                                (ctx.normalize_table)(&raw_table),
-                            );
-                        }
-                        let idx = source_index_of(&mut sources, &mut source_index, &file);
-                        if let Some(out) = outs.get_mut(&raw_table) {
-                            out.writer.write_raw(&bytes, Some((idx, line)))?;
-                            tables[out.index].items += 1;
-                        }
-                        kept += 1;
-                        let stop = incremental.as_ref().is_some_and(|run| {
-                            run.lock().unwrap_or_else(|p| p.into_inner()).should_stop()
-                        });
-                        if stop {
-                            break 'pull;
-                        }
-                        Vec::new()
-                    } else {
-                        let value =
-                            serde_json::from_slice(&bytes).map_err(|e| Error::InvalidJson {
-                                location: format!("{file}:{line}"),
-                                message: e.to_string(),
-                            })?;
-                        vec![(value, Some((file, line)))]
-                    }
-                }
-                Item::Json(value) => vec![(value, None)],
-                Item::Page(values) => values.into_iter().map(|v| (v, None)).collect(),
-                Item::Located { value, file, line } => vec![(value, Some((file, line)))],
-            };
-            for (value, location) in values {
-                items += 1;
-                let location_text = match &location {
-                    Some((file, line)) => format!("{file}:{line}: "),
-                    None => String::new(),
-                };
-                if let Some(run) = &incremental {
-                    let mut run = run.lock().unwrap_or_else(|p| p.into_inner());
-                    if run.filter(&value, &location_text)? == Verdict::Drop {
-                        continue;
-                    }
-                }
-                let raw_table = match &hints.table_name {
-                    None => resource.name.clone(),
-                    Some(TableName::Static(name)) => name.clone(),
-                    Some(TableName::Dynamic(f)) => f(&value).map_err(|e| match e {
-                        Error::Config(message) => Error::Resource {
-                            resource: resource.name.clone(),
-                            message: format!("{location_text}{message}"),
-                        },
-                        other => other,
-                    })?,
-                };
-                if open_jsonl_table(&mut outs, &mut tables, &dir, &raw_table, &spec_base)? {
-                    replace_truncates(
-                        &mut truncate_tables,
-                        disposition,
-                        (ctx.normalize_table)(&raw_table),
-                    );
-                }
-                let loc = location.map(|(file, line)| {
-                    (
-                        source_index_of(&mut sources, &mut source_index, &file),
-                        line,
-                    )
-                });
-                let Some(out) = outs.get_mut(&raw_table) else {
-                    continue;
-                };
-                out.writer.write(&value, loc)?;
-                tables[out.index].items += 1;
-                kept += 1;
-            }
-            if items >= reported + 50_000 {
-                reported = items;
+        for next in (resource.producer)(context)? {
+            let flow = run.item(&mut out, next?)?;
+            if run.items >= reported + 50_000 {
+                reported = run.items;
                 (ctx.progress)(ProgressEvent::Items {
                     resource: resource.name.clone(),
-                    items,
+                    items: run.items,
                 });
             }
-            if let Some(run) = &incremental {
-                if run.lock().unwrap_or_else(|p| p.into_inner()).should_stop() {
-                    break 'pull;
-                }
+            if flow == Flow::Stop {
+                break;
             }
         }
         (ctx.progress)(ProgressEvent::Items {
             resource: resource.name.clone(),
-            items,
+            items: run.items,
         });
-        total_items += kept;
+        total_items += run.kept;
 
         // The resource's state as it left it, with the incremental's new position.
         let mut new_resource_state = resource_state
@@ -371,12 +534,7 @@ pub(crate) fn extract(
         merge_source_state(state::source_state(ctx.state, ctx.source), new_source_state);
     }
 
-    for (_, out) in outs {
-        out.writer.finish()?;
-    }
-    for (_, (writer, _)) in arrow_outs {
-        writer.finish()?;
-    }
+    let (tables, sources, truncate_tables) = out.finish()?;
     let manifest = Manifest {
         load_id: package.load_id.clone(),
         pipeline: ctx.pipeline.to_string(),
@@ -394,7 +552,6 @@ pub(crate) fn extract(
         items: total_items,
     })
 }
-
 /// A table of a `replace` resource is emptied before the load, even when this run brings no rows
 /// for some of its child tables.
 fn replace_truncates(
@@ -405,45 +562,6 @@ fn replace_truncates(
     if disposition == WriteDisposition::Replace && !truncate_tables.contains(&table) {
         truncate_tables.push(table);
     }
-}
-
-/// Starts the items file of a JSON table unless it is open already; returns whether it is new.
-fn open_jsonl_table(
-    outs: &mut HashMap<String, TableOut>,
-    tables: &mut Vec<ExtractedTable>,
-    dir: &std::path::Path,
-    raw_table: &str,
-    spec: &TableSpec,
-) -> Result<bool> {
-    if outs.contains_key(raw_table) {
-        return Ok(false);
-    }
-    let index = tables.len();
-    let file = format!("{index}.jsonl");
-    tables.push(ExtractedTable {
-        raw_name: raw_table.to_string(),
-        file: file.clone(),
-        format: ItemsFormat::Jsonl,
-        items: 0,
-        spec: spec.clone(),
-    });
-    let writer = ItemsWriter::create(&dir.join("items").join(&file))?;
-    outs.insert(raw_table.to_string(), TableOut { writer, index });
-    Ok(true)
-}
-
-/// The index of `file` in the manifest's list of input files (added when new).
-fn source_index_of(
-    sources: &mut Vec<String>,
-    index: &mut HashMap<Arc<str>, usize>,
-    file: &Arc<str>,
-) -> usize {
-    if let Some(&i) = index.get(file) {
-        return i;
-    }
-    sources.push(file.to_string());
-    index.insert(file.clone(), sources.len() - 1);
-    sources.len() - 1
 }
 
 /// The source state without its `resources` section (which resources see separately).

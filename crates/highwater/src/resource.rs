@@ -28,6 +28,17 @@ pub enum Item {
         /// The 1-based line in that file.
         line: u64,
     },
+    /// Whole lines of a JSON Lines file, each one JSON value, not parsed yet: `RawJson` for many
+    /// lines at once, so a large file costs no allocation per line. Blank lines are skipped but
+    /// counted.
+    RawJsonLines {
+        /// The text: complete lines, each ending in `\n` (the last one may lack it).
+        bytes: Vec<u8>,
+        /// The file it was read from.
+        file: Arc<str>,
+        /// The 1-based line in that file of the first line of `bytes`.
+        first_line: u64,
+    },
     /// A JSON value with the place it came from, for error messages (`PATH:LINE`).
     Located {
         /// The value.

@@ -3,11 +3,13 @@
 //! decompressed. Every item carries its `PATH:LINE` so errors can name it.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use highwater::{Error, Item, Resource};
+
+use super::read_ahead::ReadAhead;
 use serde_json::Value;
 
 /// The format of the files.
@@ -91,7 +93,7 @@ pub fn file_resource(
             move |path| -> Box<dyn Iterator<Item = Result<Item, Error>> + Send> {
                 match format {
                     FileFormat::Jsonl => match JsonLines::open(&path) {
-                        Ok(lines) => Box::new(lines),
+                        Ok(lines) => Box::new(ReadAhead::spawn(lines)),
                         Err(e) => Box::new(std::iter::once(Err(e))),
                     },
                     FileFormat::Json => match read_json_document(&path) {
@@ -123,47 +125,51 @@ fn modified_time(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Reads a JSON Lines file one item at a time.
+/// Bytes of a JSON Lines file per item: whole lines, so about this much text at a time.
+const JSON_LINES_BLOCK: usize = 1 << 20;
+
+/// Reads a JSON Lines file as blocks of whole lines (`Item::RawJsonLines`).
 struct JsonLines {
-    reader: BufReader<Box<dyn Read + Send>>,
+    reader: Box<dyn Read + Send>,
     path: Arc<str>,
-    line: u64,
-    /// Length of the last line, the likely size of the next.
-    last_len: usize,
-    failed: bool,
+    /// The 1-based line number of the next block's first line.
+    next_line: u64,
+    /// The start of a line the last read cut off, carried into the next block.
+    carry: Vec<u8>,
+    done: bool,
 }
 
 impl JsonLines {
     fn open(path: &Path) -> Result<Self, Error> {
         Ok(JsonLines {
-            reader: BufReader::with_capacity(1 << 20, open(path)?),
+            reader: open(path)?,
             path: Arc::from(path.display().to_string()),
-            line: 0,
-            last_len: 256,
-            failed: false,
+            next_line: 1,
+            carry: Vec::new(),
+            done: false,
         })
     }
 
-    /// The next line with its line break, read straight into its own buffer; `None` at the end.
-    fn read_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
-        let mut line = Vec::with_capacity(self.last_len + 1);
+    /// The next block: at least one whole line (the last line of the file may lack its line
+    /// break); `None` at the end.
+    fn read_block(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let mut block = std::mem::take(&mut self.carry);
+        block.reserve(JSON_LINES_BLOCK);
         loop {
-            let available = self.reader.fill_buf()?;
-            if available.is_empty() {
-                return Ok((!line.is_empty()).then_some(line));
+            let start = block.len();
+            let read = (&mut self.reader)
+                .take(JSON_LINES_BLOCK as u64)
+                .read_to_end(&mut block)?;
+            if read == 0 {
+                self.done = true;
+                return Ok((!block.is_empty()).then_some(block));
             }
-            match memchr::memchr(b'\n', available) {
-                Some(end) => {
-                    line.extend_from_slice(&available[..=end]);
-                    self.reader.consume(end + 1);
-                    self.last_len = line.len();
-                    return Ok(Some(line));
-                }
-                None => {
-                    let n = available.len();
-                    line.extend_from_slice(available);
-                    self.reader.consume(n);
-                }
+            // A line longer than a block makes the block grow until the line ends.
+            if let Some(end) = memchr::memrchr(b'\n', &block[start..]) {
+                let end = start + end + 1;
+                self.carry = block[end..].to_vec();
+                block.truncate(end);
+                return Ok(Some(block));
             }
         }
     }
@@ -173,28 +179,25 @@ impl Iterator for JsonLines {
     type Item = Result<Item, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
+        if self.done {
             return None;
         }
-        loop {
-            let bytes = match self.read_line() {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => return None,
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(Error::io("reading", self.path.as_ref(), e)));
-                }
-            };
-            self.line += 1;
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                continue;
+        match self.read_block() {
+            Ok(Some(bytes)) => {
+                let first_line = self.next_line;
+                self.next_line += memchr::memchr_iter(b'\n', &bytes).count() as u64;
+                // Parsed later, only where needed (extract passes lines through when it can).
+                Some(Ok(Item::RawJsonLines {
+                    bytes,
+                    file: self.path.clone(),
+                    first_line,
+                }))
             }
-            // Parsed later, only where needed (extract passes lines through when it can).
-            return Some(Ok(Item::RawJson {
-                bytes,
-                file: self.path.clone(),
-                line: self.line,
-            }));
+            Ok(None) => None,
+            Err(e) => {
+                self.done = true;
+                Some(Err(Error::io("reading", self.path.as_ref(), e)))
+            }
         }
     }
 }
@@ -373,17 +376,71 @@ mod tests {
         for item in resource.items()? {
             match item? {
                 Item::Located { value, file, line } => out.push((value, format!("{file}:{line}"))),
-                Item::RawJson { bytes, file, line } => {
-                    let value = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidJson {
-                        location: format!("{file}:{line}"),
-                        message: e.to_string(),
-                    })?;
-                    out.push((value, format!("{file}:{line}")));
+                Item::RawJsonLines {
+                    bytes,
+                    file,
+                    first_line,
+                } => {
+                    for (i, text) in bytes.split(|&b| b == b'\n').enumerate() {
+                        let line = first_line + i as u64;
+                        if text.iter().all(u8::is_ascii_whitespace) {
+                            continue;
+                        }
+                        let value =
+                            serde_json::from_slice(text).map_err(|e| Error::InvalidJson {
+                                location: format!("{file}:{line}"),
+                                message: e.to_string(),
+                            })?;
+                        out.push((value, format!("{file}:{line}")));
+                    }
                 }
                 other => panic!("unexpected {other:?}"),
             }
         }
         Ok(out)
+    }
+
+    #[test]
+    fn jsonl_lines_keep_their_numbers_across_blocks() {
+        // Lines of many lengths, one longer than a block, blank lines, and no final line break:
+        // every value comes once, in order, with its own line number.
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        let mut expected = Vec::new();
+        let mut line = 0u64;
+        for i in 0..6000u64 {
+            line += 1;
+            if i % 997 == 0 {
+                text.push_str("  \n");
+                continue;
+            }
+            let pad = if i == 3000 {
+                "y".repeat(JSON_LINES_BLOCK + JSON_LINES_BLOCK / 2)
+            } else {
+                "x".repeat((i * 37 % 1500) as usize)
+            };
+            text.push_str(&format!("{{\"i\": {i}, \"pad\": \"{pad}\"}}\n"));
+            expected.push((i, line));
+        }
+        text.push_str("{\"i\": 6000}");
+        expected.push((6000, line + 1));
+        assert!(text.len() > 3 * JSON_LINES_BLOCK);
+        std::fs::write(dir.path().join("a.jsonl"), &text).unwrap();
+        let got = values(file_resource(
+            "r",
+            dir.path().join("a.jsonl"),
+            FileFormat::Jsonl,
+            false,
+        ))
+        .unwrap();
+        let got: Vec<(u64, u64)> = got
+            .iter()
+            .map(|(v, at)| {
+                let line = at.rsplit(':').next().unwrap().parse().unwrap();
+                (v["i"].as_u64().unwrap(), line)
+            })
+            .collect();
+        assert_eq!(got, expected);
     }
 
     #[test]

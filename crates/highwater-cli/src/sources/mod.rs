@@ -2,6 +2,7 @@
 //! library API, so the command and the library share one implementation of each semantic.
 
 pub mod files;
+mod read_ahead;
 pub mod rest_api;
 pub mod sql;
 
