@@ -43,6 +43,17 @@ enum Flow {
     Stop,
 }
 
+impl Flow {
+    /// Whether the resource goes on after `run` filtered an item.
+    fn after(run: &IncrementalRun) -> Flow {
+        if run.should_stop() {
+            Flow::Stop
+        } else {
+            Flow::Next
+        }
+    }
+}
+
 /// The items files of the package being written, and what its manifest says about them.
 struct PackageWriter<'a> {
     dir: std::path::PathBuf,
@@ -212,10 +223,8 @@ impl ResourceExtract {
     }
 
     fn flow(&self) -> Flow {
-        match self.incremental() {
-            Some(run) if run.should_stop() => Flow::Stop,
-            _ => Flow::Next,
-        }
+        self.incremental()
+            .map_or(Flow::Next, |run| Flow::after(&run))
     }
 
     /// The table of every item, unless it is computed from each item.
@@ -260,19 +269,21 @@ impl ResourceExtract {
             let mut run = run.lock().unwrap_or_else(|p| p.into_inner());
             if run.prefilter(json) {
                 // Only the cursor was read: rows already loaded cost a scan.
+                let flow = Flow::after(&run);
                 drop(run);
                 self.items += 1;
-                return Ok(self.flow());
+                return Ok(flow);
             }
             if is_static {
                 if let Some(fields) = run.probe_row(json) {
                     let verdict = run.filter(&fields, &format!("{file}:{line}: "))?;
+                    let flow = Flow::after(&run);
                     drop(run);
                     self.items += 1;
                     if verdict == Verdict::Keep {
                         self.write_text(out, json, file, line)?;
                     }
-                    return Ok(self.flow());
+                    return Ok(flow);
                 }
             }
         } else if is_static {

@@ -82,7 +82,10 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     };
     let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
     let naive = NaiveDateTime::new(date, time);
-    let mut utc = naive.and_utc() - chrono::Duration::seconds(offset_seconds);
+    let mut utc = naive.and_utc();
+    if offset_seconds != 0 {
+        utc -= chrono::Duration::seconds(offset_seconds);
+    }
     if leap {
         utc += chrono::Duration::seconds(1);
     }

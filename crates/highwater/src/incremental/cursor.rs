@@ -75,6 +75,24 @@ pub enum CursorValue {
 }
 
 impl CursorValue {
+    /// Parses the text of a JSON string as `kind`; `None` when it cannot be one.
+    pub fn parse_str(s: &str, kind: CursorKind) -> Option<CursorValue> {
+        match kind {
+            CursorKind::Number => {
+                let s = s.trim();
+                s.parse::<i64>()
+                    .map(CursorValue::Int)
+                    .ok()
+                    .or_else(|| s.parse::<f64>().ok().map(CursorValue::Float))
+            }
+            CursorKind::Text => Some(CursorValue::Text(s.to_string())),
+            CursorKind::Date => parse_date(s)
+                .or_else(|| parse_timestamp(s).map(|t| t.date_naive()))
+                .map(CursorValue::Date),
+            CursorKind::Timestamp => parse_timestamp_or_date(s).map(CursorValue::Timestamp),
+        }
+    }
+
     /// Parses a raw value as `kind`; `None` when it cannot be one.
     pub fn parse(value: &Value, kind: CursorKind) -> Option<CursorValue> {
         match (kind, value) {
@@ -82,20 +100,7 @@ impl CursorValue {
                 Some(i) => CursorValue::Int(i),
                 None => CursorValue::Float(n.as_f64()?),
             }),
-            (CursorKind::Number, Value::String(s)) => {
-                let s = s.trim();
-                s.parse::<i64>()
-                    .map(CursorValue::Int)
-                    .ok()
-                    .or_else(|| s.parse::<f64>().ok().map(CursorValue::Float))
-            }
-            (CursorKind::Text, Value::String(s)) => Some(CursorValue::Text(s.clone())),
-            (CursorKind::Date, Value::String(s)) => parse_date(s)
-                .or_else(|| parse_timestamp(s).map(|t| t.date_naive()))
-                .map(CursorValue::Date),
-            (CursorKind::Timestamp, Value::String(s)) => {
-                parse_timestamp_or_date(s).map(CursorValue::Timestamp)
-            }
+            (kind, Value::String(s)) => CursorValue::parse_str(s, kind),
             (CursorKind::Timestamp, Value::Number(n)) => {
                 // Unix seconds, as dlt coerces numbers to timestamps.
                 let secs = n.as_f64()?;

@@ -619,17 +619,24 @@ impl IncrementalRun {
         let Some(field) = self.config.cursor_path.single_field() else {
             return false;
         };
-        let Some(raw) = probe::probe_field(json, field).filter(|v| !v.is_null()) else {
-            return false;
+        let value = match (self.kind, probe::probe_plain_str(json, field)) {
+            // The common case, a string cursor of a known kind: no value is built.
+            (Some(kind), Some(text)) => CursorValue::parse_str(text, kind),
+            _ => {
+                let Some(raw) = probe::probe_field(json, field).filter(|v| !v.is_null()) else {
+                    return false;
+                };
+                let kind = match self.kind {
+                    Some(kind) => kind,
+                    None => match CursorKind::infer(&raw) {
+                        Some(kind) if self.resolve(kind, "").is_ok() => kind,
+                        _ => return false,
+                    },
+                };
+                CursorValue::parse(&raw, kind)
+            }
         };
-        let kind = match self.kind {
-            Some(kind) => kind,
-            None => match CursorKind::infer(&raw) {
-                Some(kind) if self.resolve(kind, "").is_ok() => kind,
-                _ => return false,
-            },
-        };
-        let Some(value) = CursorValue::parse(&raw, kind) else {
+        let Some(value) = value else {
             return false;
         };
         if let Some(end) = &self.end {

@@ -19,6 +19,28 @@ pub(crate) fn probe_field(json: &[u8], field: &str) -> Option<Value> {
 /// A byte scan for `"field":` at depth one, then a parse of just its value. Gives up (`None`,
 /// so the serde path decides) on anything unusual: escapes in keys, a missing field.
 fn scan_top_level(json: &[u8], field: &[u8]) -> Option<Value> {
+    let start = value_start(json, field)?;
+    let mut stream = serde_json::Deserializer::from_slice(&json[start..]).into_iter::<Value>();
+    stream.next()?.ok()
+}
+
+/// The text of top-level `field` when it is a string without escapes, borrowed from `json`;
+/// `None` otherwise (then [`probe_field`] reads it). Saves building a value for most cursors.
+pub(crate) fn probe_plain_str<'a>(json: &'a [u8], field: &str) -> Option<&'a str> {
+    let start = value_start(json, field.as_bytes())?;
+    let rest = json[start..].strip_prefix(b"\"")?;
+    let end = rest
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    if rest[end] != b'"' {
+        return None;
+    }
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
+/// Where the value of `"field":` at depth one starts (after blanks); `None` on anything
+/// unusual: escapes in keys, a missing field, malformed text.
+fn value_start(json: &[u8], field: &[u8]) -> Option<usize> {
     let mut depth = 0usize;
     let mut i = 0;
     let n = json.len();
@@ -44,9 +66,11 @@ fn scan_top_level(json: &[u8], field: &[u8]) -> Option<Value> {
                         k += 1;
                     }
                     if k < n && json[k] == b':' {
-                        let mut stream = serde_json::Deserializer::from_slice(&json[k + 1..])
-                            .into_iter::<Value>();
-                        return stream.next()?.ok();
+                        k += 1;
+                        while k < n && json[k].is_ascii_whitespace() {
+                            k += 1;
+                        }
+                        return Some(k);
                     }
                 }
                 i = j + 1;
@@ -140,5 +164,16 @@ mod tests {
         assert_eq!(probe_field(b"{\"a\": ", "a"), None);
         let tricky = br#"{"s": "x\"created_at\": 5", "created_at": 7}"#;
         assert_eq!(probe_field(tricky, "created_at"), Some(json!(7)));
+    }
+
+    #[test]
+    fn plain_strings_are_borrowed_and_anything_else_is_left_to_the_parse() {
+        let text = br#"{"a": {"ts": "inner"}, "ts" :  "2024-01-01T00:00:00Z", "n": 5}"#;
+        assert_eq!(probe_plain_str(text, "ts"), Some("2024-01-01T00:00:00Z"));
+        assert_eq!(probe_plain_str(text, "n"), None);
+        assert_eq!(probe_plain_str(text, "missing"), None);
+        assert_eq!(probe_plain_str(br#"{"ts": "a\"b"}"#, "ts"), None);
+        assert_eq!(probe_plain_str(br#"{"ts": "unterminated"#, "ts"), None);
+        assert_eq!(probe_plain_str(br#"{"ts": ""}"#, "ts"), Some(""));
     }
 }
