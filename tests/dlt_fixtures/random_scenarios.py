@@ -10,6 +10,10 @@ from the item (`{kind}`), compound primary keys, and (mostly) an incremental on 
 options. Ids are unique within a run (dlt's dedup of repeated
 keys in one load keeps an arbitrary row).
 
+Seeds from 1000 on also draw, from a second generator (so lower seeds keep their scenarios):
+`lag` and `row_order` (files sorted by the cursor), a `merge_key`, a `hard_delete` column, and
+a `dedup_sort` column with keys repeated within a run, and type hints on `id` and `ts`.
+
 Left out on purpose, because highwater differs from dlt there by design or dlt fails:
 `end_value` (a stateless backfill writes no state row here, SPEC.md), integers beyond 64 bits
 (dlt's load fails), -0.0 (dlt's insert_values SQL turns it into 0.0) and blank keys holding
@@ -101,6 +105,28 @@ def incremental_spec(r):
     return spec
 
 
+def extras(seed, disposition, incremental):
+    """The extended options of seeds from 1000 on (see the module doc)."""
+    if seed < 1000:
+        return {}
+    r = random.Random(seed * 7919 + 1)
+    x = {}
+    if incremental and r.random() < 0.4:
+        incremental["lag"] = r.choice([3600, 86400, 2 * 86400])
+    if incremental and r.random() < 0.4:
+        incremental["row_order"] = r.choice(["asc", "desc"])
+    if disposition == "merge":
+        if r.random() < 0.3:
+            x["merge_key"] = ["bucket"]
+        if r.random() < 0.3:
+            x["hard_delete"] = True
+        if r.random() < 0.3:
+            x["dedup_sort"] = r.choice(["asc", "desc"])
+    if r.random() < 0.3:
+        x["type_hints"] = True
+    return x
+
+
 def scenario(seed, out):
     r = random.Random(seed)
     os.makedirs(out, exist_ok=True)
@@ -112,24 +138,47 @@ def scenario(seed, out):
     dynamic = r.random() < 0.4
     kinds = ["Push Event", "issueComment", "pull-request"] if dynamic or r.random() < 0.3 else None
     compound = kinds is not None and r.random() < 0.5
+    x = extras(seed, disposition, incremental)
+    columns = {}
+    if x.get("hard_delete"):
+        columns["deleted"] = {"hard_delete": True}
+    if x.get("dedup_sort"):
+        columns["seq"] = {"dedup_sort": x["dedup_sort"]}
+    if x.get("type_hints"):
+        columns["id"] = {"data_type": "bigint"}
+        columns["ts"] = {"data_type": "timestamp"}
+    seq = 0
     runs = []
     for n in range(r.randrange(1, 4)):
         if disposition == "merge":
             ids = [r.randrange(1, 15) for _ in range(r.randrange(1, 8))]
         else:
             ids = list(range(n * 10, n * 10 + r.randrange(1, 8)))
-        ids = sorted(set(ids)) if incremental else list(dict.fromkeys(ids))
+        if not x.get("dedup_sort"):
+            # without a dedup_sort, dlt keeps an arbitrary one of a key's rows in one load
+            ids = sorted(set(ids)) if incremental else list(dict.fromkeys(ids))
+        items = [item(r, i, missing, kinds) for i in ids]
+        for d in items:
+            seq += 1
+            if x:
+                d["bucket"] = d["id"] % 3
+                d["seq"] = seq
+            if x.get("hard_delete"):
+                d["deleted"] = seq % 4 == 0
+        order = (incremental or {}).get("row_order")
+        if order:
+            items.sort(key=lambda d: d.get("ts") or "", reverse=order == "desc")
         name = "run%d.jsonl" % (n + 1)
         with open(os.path.join(out, name), "w", encoding="utf-8") as f:
-            for i in ids:
-                f.write(json.dumps(item(r, i, missing, kinds), ensure_ascii=False) + "\n")
+            for d in items:
+                f.write(json.dumps(d, ensure_ascii=False) + "\n")
         runs.append({
             "resource": "things", "files": [name], "write_disposition": disposition,
             "primary_key": (["id", "kind"] if compound else ["id"]) if disposition == "merge" else [],
-            "merge_key": [],
+            "merge_key": x.get("merge_key", []),
             "merge_strategy": strategy, "table_name": "{kind}" if dynamic else None,
             "max_table_nesting": r.choice([None, None, None, 1, 2]),
-            "root_key": root_key, "columns": {}, "incremental": incremental,
+            "root_key": root_key, "columns": columns, "incremental": incremental,
         })
     with open(os.path.join(out, "scenario.json"), "w", encoding="utf-8") as f:
         json.dump({"pipeline": "p_random_%d" % seed, "dataset": "data", "runs": runs}, f, indent=1)

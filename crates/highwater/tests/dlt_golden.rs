@@ -5,10 +5,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use highwater::{
-    Bound, ColumnHint, DataType, DestinationConfig, Incremental, LastValueFunc, MergeStrategy,
-    OnCursorMissing, Pipeline, Resource, RowOrder, SortOrder, Source, TableName, WriteDisposition,
+    Bound, ColumnHint, DataType, DestinationConfig, Incremental, Item, LastValueFunc,
+    MergeStrategy, OnCursorMissing, Pipeline, Resource, RowOrder, SortOrder, Source, TableName,
+    WriteDisposition,
 };
 use serde_json::Value;
 
@@ -32,15 +34,48 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn resource_for(dir: &Path, run: &Value) -> Resource {
+/// How a scenario's items reach the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Feed {
+    /// Parsed JSON values, as a library user passes them.
+    Values,
+    /// JSON Lines text in blocks of a few lines, as the command's file source reads it.
+    Lines,
+}
+
+/// The items of `files` as `feed` sends them.
+fn items_for(dir: &Path, files: &[String], feed: Feed) -> Vec<Item> {
     let mut items = Vec::new();
-    for file in strings(&run["files"]) {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            items.push(serde_json::from_str::<Value>(line).unwrap());
+    for file in files {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        match feed {
+            Feed::Values => items.extend(
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| Item::Json(serde_json::from_str::<Value>(l).unwrap())),
+            ),
+            Feed::Lines => {
+                let name: Arc<str> = Arc::from(path.display().to_string());
+                let lines: Vec<&str> = text.split_inclusive('\n').collect();
+                for (i, block) in lines.chunks(3).enumerate() {
+                    items.push(Item::RawJsonLines {
+                        bytes: block.concat().into_bytes(),
+                        file: name.clone(),
+                        first_line: 1 + 3 * i as u64,
+                    });
+                }
+            }
         }
     }
-    let mut resource = Resource::from_items(run["resource"].as_str().unwrap(), items);
+    items
+}
+
+fn resource_for(dir: &Path, run: &Value, feed: Feed) -> Resource {
+    let items = items_for(dir, &strings(&run["files"]), feed);
+    let mut resource = Resource::new(run["resource"].as_str().unwrap(), move |_| {
+        Ok(items.clone().into_iter().map(Ok))
+    });
     let disposition =
         WriteDisposition::parse(run["write_disposition"].as_str().unwrap_or("append")).unwrap();
     resource = resource.write_disposition(disposition);
@@ -127,10 +162,10 @@ fn resource_for(dir: &Path, run: &Value) -> Resource {
 }
 
 fn run_scenario(name: &str) {
-    run_scenario_in(&scenarios_dir().join(name), name);
+    run_scenario_in(&scenarios_dir().join(name), name, Feed::Values);
 }
 
-fn run_scenario_in(dir: &Path, name: &str) {
+fn run_scenario_in(dir: &Path, name: &str, feed: Feed) {
     let dir = dir.to_path_buf();
     let scenario = read_json(&dir.join("scenario.json"));
     let expected = read_json(&dir.join("expected.json"));
@@ -146,7 +181,7 @@ fn run_scenario_in(dir: &Path, name: &str) {
         .unwrap();
     let expected_loads = expected["run_load_ids"].as_array().unwrap();
     for (i, run) in scenario["runs"].as_array().unwrap().iter().enumerate() {
-        let resource = resource_for(&dir, run);
+        let resource = resource_for(&dir, run, feed);
         let source = Source::new(pipeline_name, vec![resource])
             .root_key(run["root_key"].as_bool().unwrap_or(false));
         let result = pipeline.run(source);
@@ -269,9 +304,15 @@ fn random_scenarios_match_dlt() {
         .filter(|p| p.join("expected.json").is_file())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 20, "random scenarios missing in {root:?}");
-    for dir in &dirs {
+    assert!(dirs.len() >= 49, "random scenarios missing in {root:?}");
+    // Every other scenario goes in as JSON Lines text, the command's path.
+    for (i, dir) in dirs.iter().enumerate() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        run_scenario_in(dir, &name);
+        let feed = if i % 2 == 0 {
+            Feed::Values
+        } else {
+            Feed::Lines
+        };
+        run_scenario_in(dir, &name, feed);
     }
 }
