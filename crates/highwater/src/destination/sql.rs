@@ -304,9 +304,11 @@ pub fn upsert(
         let set = update_set(&root.columns);
         merge.push_str(&format!(" WHEN MATCHED THEN UPDATE SET {set}"));
     }
+    // As dlt: insert-only leaves out flagged rows; upsert inserts a flagged row it does not
+    // find (only a matching row is deleted), and deletes its child rows after.
     let insert_cond = match &is_deleted {
-        Some(deleted) => format!(" AND NOT ({deleted})"),
-        None => String::new(),
+        Some(deleted) if insert_only => format!(" AND NOT ({deleted})"),
+        _ => String::new(),
     };
     merge.push_str(&format!(
         " WHEN NOT MATCHED{insert_cond} THEN INSERT ({cols}) VALUES ({values})"
