@@ -88,24 +88,40 @@ impl<'a> PackageWriter<'a> {
         })
     }
 
+    /// Lists a new table in the manifest (emptied first when its resource replaces); returns
+    /// its index and the path of its items file.
+    fn add_table(
+        &mut self,
+        raw_table: &str,
+        spec: &TableSpec,
+        format: ItemsFormat,
+    ) -> (usize, std::path::PathBuf) {
+        let index = self.tables.len();
+        let file = match format {
+            ItemsFormat::Jsonl => format!("{index}.jsonl"),
+            ItemsFormat::Parquet => format!("{index}.parquet"),
+        };
+        let path = self.dir.join("items").join(&file);
+        self.tables.push(ExtractedTable {
+            raw_name: raw_table.to_string(),
+            file,
+            format,
+            items: 0,
+            spec: spec.clone(),
+        });
+        replace_truncates(
+            &mut self.truncate_tables,
+            spec.write_disposition,
+            (self.normalize_table)(raw_table),
+        );
+        (index, path)
+    }
+
     /// The items file of JSON table `raw_table`, started on its first item.
     fn json_out(&mut self, raw_table: &str, spec: &TableSpec) -> Result<&mut JsonOut> {
         if !self.json_outs.contains_key(raw_table) {
-            let index = self.tables.len();
-            let file = format!("{index}.jsonl");
-            self.tables.push(ExtractedTable {
-                raw_name: raw_table.to_string(),
-                file: file.clone(),
-                format: ItemsFormat::Jsonl,
-                items: 0,
-                spec: spec.clone(),
-            });
-            replace_truncates(
-                &mut self.truncate_tables,
-                spec.write_disposition,
-                (self.normalize_table)(raw_table),
-            );
-            let writer = ItemsWriter::create(&self.dir.join("items").join(&file))?;
+            let (index, path) = self.add_table(raw_table, spec, ItemsFormat::Jsonl);
+            let writer = ItemsWriter::create(&path)?;
             self.json_outs
                 .insert(raw_table.to_string(), JsonOut { writer, index });
         }
@@ -165,21 +181,7 @@ impl<'a> PackageWriter<'a> {
         batch: &RecordBatch,
     ) -> Result<()> {
         if !self.arrow_outs.contains_key(raw_table) {
-            let index = self.tables.len();
-            let file = format!("{index}.parquet");
-            self.tables.push(ExtractedTable {
-                raw_name: raw_table.to_string(),
-                file: file.clone(),
-                format: ItemsFormat::Parquet,
-                items: 0,
-                spec: spec.clone(),
-            });
-            replace_truncates(
-                &mut self.truncate_tables,
-                spec.write_disposition,
-                (self.normalize_table)(raw_table),
-            );
-            let path = self.dir.join("items").join(&file);
+            let (index, path) = self.add_table(raw_table, spec, ItemsFormat::Parquet);
             let writer = ArrowItemsWriter::create(&path, batch.schema())?;
             self.arrow_outs
                 .insert(raw_table.to_string(), (writer, index));
