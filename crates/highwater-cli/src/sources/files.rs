@@ -441,6 +441,26 @@ mod tests {
             })
             .collect();
         assert_eq!(got, expected);
+
+        // The same file compressed reads the same.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
+        std::fs::write(dir.path().join("b.jsonl.gz"), gz.finish().unwrap()).unwrap();
+        let unzipped = values(file_resource(
+            "r",
+            dir.path().join("b.jsonl.gz"),
+            FileFormat::Jsonl,
+            false,
+        ))
+        .unwrap();
+        let unzipped: Vec<(u64, u64)> = unzipped
+            .iter()
+            .map(|(v, at)| {
+                let line = at.rsplit(':').next().unwrap().parse().unwrap();
+                (v["i"].as_u64().unwrap(), line)
+            })
+            .collect();
+        assert_eq!(unzipped, expected);
     }
 
     #[test]
