@@ -144,7 +144,10 @@ impl Incremental {
         self
     }
 
-    /// The order of cursor values in the resource, to stop pulling once out of range.
+    /// The order of cursor values in the resource, to stop pulling once out of range. The stop
+    /// comes after the item that left the range: a page (`Item::Page`) is filtered whole first,
+    /// as dlt does with a yielded page; JSON Lines stop after the line, as dlt does for a resource
+    /// yielding rows one by one.
     pub fn row_order(mut self, order: RowOrder) -> Self {
         self.row_order = Some(order);
         self
