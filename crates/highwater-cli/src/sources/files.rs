@@ -426,41 +426,24 @@ mod tests {
         expected.push((6000, line + 1));
         assert!(text.len() > 3 * JSON_LINES_BLOCK);
         std::fs::write(dir.path().join("a.jsonl"), &text).unwrap();
-        let got = values(file_resource(
-            "r",
-            dir.path().join("a.jsonl"),
-            FileFormat::Jsonl,
-            false,
-        ))
-        .unwrap();
-        let got: Vec<(u64, u64)> = got
-            .iter()
-            .map(|(v, at)| {
-                let line = at.rsplit(':').next().unwrap().parse().unwrap();
-                (v["i"].as_u64().unwrap(), line)
-            })
-            .collect();
-        assert_eq!(got, expected);
+        // (value of "i", line number) of every item read from `path`.
+        let numbered = |path: PathBuf| -> Vec<(u64, u64)> {
+            let items = values(file_resource("r", path, FileFormat::Jsonl, false)).unwrap();
+            items
+                .iter()
+                .map(|(v, at)| {
+                    let line = at.rsplit(':').next().unwrap().parse().unwrap();
+                    (v["i"].as_u64().unwrap(), line)
+                })
+                .collect()
+        };
+        assert_eq!(numbered(dir.path().join("a.jsonl")), expected);
 
         // The same file compressed reads the same.
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
         std::fs::write(dir.path().join("b.jsonl.gz"), gz.finish().unwrap()).unwrap();
-        let unzipped = values(file_resource(
-            "r",
-            dir.path().join("b.jsonl.gz"),
-            FileFormat::Jsonl,
-            false,
-        ))
-        .unwrap();
-        let unzipped: Vec<(u64, u64)> = unzipped
-            .iter()
-            .map(|(v, at)| {
-                let line = at.rsplit(':').next().unwrap().parse().unwrap();
-                (v["i"].as_u64().unwrap(), line)
-            })
-            .collect();
-        assert_eq!(unzipped, expected);
+        assert_eq!(numbered(dir.path().join("b.jsonl.gz")), expected);
     }
 
     #[test]
