@@ -150,11 +150,9 @@ impl<'a> PackageWriter<'a> {
         location: Option<(&Arc<str>, u64)>,
     ) -> Result<()> {
         let location = location.map(|(file, line)| (self.source_index(file), line));
-        let out = self.json_out(raw_table, spec)?;
-        out.writer.write_raw(json, location)?;
-        let index = out.index;
-        self.tables[index].items += 1;
-        Ok(())
+        self.json_out(raw_table, spec)?
+            .writer
+            .write_raw(json, location)
     }
 
     /// Writes one JSON item.
@@ -166,11 +164,9 @@ impl<'a> PackageWriter<'a> {
         location: Option<(&Arc<str>, u64)>,
     ) -> Result<()> {
         let location = location.map(|(file, line)| (self.source_index(file), line));
-        let out = self.json_out(raw_table, spec)?;
-        out.writer.write(value, location)?;
-        let index = out.index;
-        self.tables[index].items += 1;
-        Ok(())
+        self.json_out(raw_table, spec)?
+            .writer
+            .write(value, location)
     }
 
     /// Writes an Arrow batch (not empty) into its table's Parquet items file.
@@ -194,8 +190,10 @@ impl<'a> PackageWriter<'a> {
     }
 
     /// Syncs the items files; returns the tables, input files and tables to empty.
-    fn finish(self) -> Result<(Vec<ExtractedTable>, Vec<String>, Vec<String>)> {
+    fn finish(mut self) -> Result<(Vec<ExtractedTable>, Vec<String>, Vec<String>)> {
         for (_, out) in self.json_outs {
+            // The writer counts what it wrote.
+            self.tables[out.index].items = out.writer.items;
             out.writer.finish()?;
         }
         for (_, (writer, _)) in self.arrow_outs {
