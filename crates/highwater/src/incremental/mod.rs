@@ -17,6 +17,7 @@ pub use path::CursorPath;
 
 use crate::error::{Error, Result};
 use crate::hash::shake128_b64;
+use probe::Probed;
 
 /// A custom last-value function: folds the cursor values given (one or two: the item's and the
 /// running last value) into the new last value, as dlt's `last_value_func` callables do.
@@ -622,13 +623,15 @@ impl IncrementalRun {
         let Some(field) = self.config.cursor_path.single_field() else {
             return false;
         };
-        let value = match (self.kind, probe::probe_plain_str(json, field)) {
+        let value = match (self.kind, probe::probe(json, field)) {
+            (_, None) => return false,
             // The common case, a string cursor of a known kind: no value is built.
-            (Some(kind), Some(text)) => CursorValue::parse_str(text, kind),
-            _ => {
-                let Some(raw) = probe::probe_field(json, field).filter(|v| !v.is_null()) else {
+            (Some(kind), Some(Probed::Plain(text))) => CursorValue::parse_str(text, kind),
+            (_, Some(probed)) => {
+                let raw = probed.into_value();
+                if raw.is_null() {
                     return false;
-                };
+                }
                 let kind = match self.kind {
                     Some(kind) => kind,
                     None => match CursorKind::infer(&raw) {

@@ -6,29 +6,54 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
-/// The value of top-level `field` in the JSON object `json`; `None` when absent or not an object
-/// (or malformed: the full parse reports that).
-pub(crate) fn probe_field(json: &[u8], field: &str) -> Option<Value> {
-    if let Some(value) = scan_top_level(json, field.as_bytes()) {
-        return Some(value);
+/// A top-level field read from JSON text.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Probed<'a> {
+    /// A string without escapes, borrowed from the text (most cursors): no value is built.
+    Plain(&'a str),
+    /// Anything else, parsed.
+    Value(Value),
+}
+
+impl Probed<'_> {
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            Probed::Plain(text) => Value::String(text.to_string()),
+            Probed::Value(value) => value,
+        }
+    }
+}
+
+/// Top-level `field` of the JSON object `json`, from one scan; `None` when absent or not an
+/// object (or malformed: the full parse reports that).
+pub(crate) fn probe<'a>(json: &'a [u8], field: &str) -> Option<Probed<'a>> {
+    // A byte scan for `"field":` at depth one, then a look at just its value. Anything unusual
+    // (escapes in keys, a missing field) is left to the serde path.
+    if let Some(start) = value_start(json, field.as_bytes()) {
+        if let Some(text) = plain_str(&json[start..]) {
+            return Some(Probed::Plain(text));
+        }
+        let mut stream = serde_json::Deserializer::from_slice(&json[start..]).into_iter::<Value>();
+        if let Some(Ok(value)) = stream.next() {
+            return Some(Probed::Value(value));
+        }
     }
     let mut de = serde_json::Deserializer::from_slice(json);
-    ObjectProbe { field }.deserialize(&mut de).ok().flatten()
+    ObjectProbe { field }
+        .deserialize(&mut de)
+        .ok()
+        .flatten()
+        .map(Probed::Value)
 }
 
-/// A byte scan for `"field":` at depth one, then a parse of just its value. Gives up (`None`,
-/// so the serde path decides) on anything unusual: escapes in keys, a missing field.
-fn scan_top_level(json: &[u8], field: &[u8]) -> Option<Value> {
-    let start = value_start(json, field)?;
-    let mut stream = serde_json::Deserializer::from_slice(&json[start..]).into_iter::<Value>();
-    stream.next()?.ok()
+/// [`probe`] as a value.
+pub(crate) fn probe_field(json: &[u8], field: &str) -> Option<Value> {
+    probe(json, field).map(Probed::into_value)
 }
 
-/// The text of top-level `field` when it is a string without escapes, borrowed from `json`;
-/// `None` otherwise (then [`probe_field`] reads it). Saves building a value for most cursors.
-pub(crate) fn probe_plain_str<'a>(json: &'a [u8], field: &str) -> Option<&'a str> {
-    let start = value_start(json, field.as_bytes())?;
-    let rest = json[start..].strip_prefix(b"\"")?;
+/// The string at the start of `text` when it has no escapes, borrowed.
+fn plain_str(text: &[u8]) -> Option<&str> {
+    let rest = text.strip_prefix(b"\"")?;
     let end = rest
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
@@ -169,11 +194,17 @@ mod tests {
     #[test]
     fn plain_strings_are_borrowed_and_anything_else_is_left_to_the_parse() {
         let text = br#"{"a": {"ts": "inner"}, "ts" :  "2024-01-01T00:00:00Z", "n": 5}"#;
-        assert_eq!(probe_plain_str(text, "ts"), Some("2024-01-01T00:00:00Z"));
-        assert_eq!(probe_plain_str(text, "n"), None);
-        assert_eq!(probe_plain_str(text, "missing"), None);
-        assert_eq!(probe_plain_str(br#"{"ts": "a\"b"}"#, "ts"), None);
-        assert_eq!(probe_plain_str(br#"{"ts": "unterminated"#, "ts"), None);
-        assert_eq!(probe_plain_str(br#"{"ts": ""}"#, "ts"), Some(""));
+        assert_eq!(
+            probe(text, "ts"),
+            Some(Probed::Plain("2024-01-01T00:00:00Z"))
+        );
+        assert_eq!(probe(text, "n"), Some(Probed::Value(json!(5))));
+        assert_eq!(probe(text, "missing"), None);
+        assert_eq!(
+            probe(br#"{"ts": "a\"b"}"#, "ts"),
+            Some(Probed::Value(json!("a\"b")))
+        );
+        assert_eq!(probe(br#"{"ts": "unterminated"#, "ts"), None);
+        assert_eq!(probe(br#"{"ts": ""}"#, "ts"), Some(Probed::Plain("")));
     }
 }
