@@ -159,6 +159,14 @@ impl<'a> Normalizer<'a> {
         normalizer
     }
 
+    /// Names the files this normalizer opens from now on `<table>.<prefix><n>.parquet`.
+    pub fn set_file_prefix(&mut self, prefix: &str) {
+        self.file_prefix = prefix.to_string();
+        for writer in self.writers.values_mut() {
+            writer.set_file_prefix(prefix);
+        }
+    }
+
     /// Registers a root table already in the (copied) schema, for a frozen worker.
     fn prepare_root_frozen(&mut self, root: &str, spec: &TableSpec) -> Result<String> {
         let frozen = std::mem::replace(&mut self.frozen, false);

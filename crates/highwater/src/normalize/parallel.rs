@@ -1,13 +1,15 @@
 //! Normalizing a large items file on both cores without changing the result.
 //!
 //! The main normalizer takes the first tenth of the file (a fiftieth for a table loaded before),
-//! which settles the schema. The rest is
-//! split in two byte ranges, each normalized by a worker on a copy of the schema that never
-//! changes it: an item that would need a new column, table or variant stops the worker there.
-//! The main normalizer then goes on from that item, in order, so columns appear in the schema in
-//! the order a single pass would add them, and files are listed in item order.
+//! which settles the schema. The rest is split in two byte ranges (segments), each normalized by
+//! a worker on a copy of the schema that never changes it: an item that would need a new column,
+//! table or variant stops the worker there. A worker that finishes early takes the second half of
+//! what is left of the other's segment. The main normalizer then goes on from each stop, in
+//! order, so columns appear in the schema in the order a single pass would add them, and files
+//! are listed in item order.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use super::Node;
 use super::{Normalizer, TableFile};
@@ -24,8 +26,27 @@ fn parallel_min_items() -> u64 {
         .unwrap_or(PARALLEL_MIN_ITEMS)
 }
 
-/// What a worker did: its files and, if it stopped early, the offset of the item it left.
-struct WorkerResult {
+/// Below this many bytes left, a segment is not split for an idle worker.
+const MIN_STEAL_BYTES: u64 = 4 << 20;
+
+/// A byte range of the items file, normalized by one worker at a time. A worker that runs out
+/// of work takes the second half of what is left of the busiest segment, so both cores stay busy
+/// to the end even when one runs slower.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    start: u64,
+    /// Where the segment ends; lowered when another worker takes its tail.
+    end: u64,
+    /// Offset of the item being normalized (items before it are done).
+    cursor: u64,
+    /// No worker will take more from it: finished, or stopped for a schema change.
+    closed: bool,
+}
+
+/// What a worker did with one segment: its files and, if it stopped early, where.
+struct SegmentResult {
+    start: u64,
+    end: u64,
     files: Vec<TableFile>,
     stopped_at: Option<u64>,
     items: u64,
@@ -57,6 +78,40 @@ pub(crate) fn normalize_items_file(
         .is_some_and(|t| t.columns.values().any(|c| !c.name.starts_with("_dlt")));
     let head_end = next_line_start(path, if known { len / 50 } else { len / 10 })?;
     let middle = next_line_start(path, head_end + (len - head_end) / 2)?;
+    let plan = Plan {
+        head_end,
+        middle,
+        min_steal: MIN_STEAL_BYTES,
+    };
+    normalize_in_parallel(normalizer, root, spec, path, sources, plan, files, on_item)
+}
+
+/// Where the head ends, where the second worker starts, and the smallest tail worth taking.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    pub head_end: u64,
+    pub middle: u64,
+    pub min_steal: u64,
+}
+
+/// The head on `normalizer`, then two workers on `[head_end, middle)` and `[middle, len)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn normalize_in_parallel(
+    normalizer: &mut Normalizer<'_>,
+    root: &str,
+    spec: &TableSpec,
+    path: &Path,
+    sources: &[String],
+    plan: Plan,
+    files: &mut Vec<TableFile>,
+    on_item: &mut dyn FnMut(),
+) -> Result<()> {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let Plan {
+        head_end,
+        middle,
+        min_steal,
+    } = plan;
     sequential(normalizer, root, path, sources, 0, head_end, on_item)?;
     files.extend(normalizer.end_segment()?);
 
@@ -66,33 +121,42 @@ pub(crate) fn normalize_items_file(
         normalizer.load_id.clone(),
         normalizer.dir.clone(),
     );
-    let ranges = [(head_end, middle, "w1"), (middle, len, "w2")];
-    let results: Vec<Result<WorkerResult>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = ranges
-            .iter()
-            .map(|&(start, end, name)| {
+    let segments = Mutex::new(
+        [(head_end, middle), (middle, len)]
+            .into_iter()
+            .filter(|(start, end)| start < end)
+            .map(|(start, end)| Segment {
+                start,
+                end,
+                cursor: start,
+                closed: false,
+            })
+            .collect::<Vec<_>>(),
+    );
+    let first_segments = segments.lock().map(|s| s.len()).unwrap_or(0);
+    let worker_results: Vec<Result<Vec<SegmentResult>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..first_segments)
+            .map(|first| {
                 let mut schema = base.clone();
-                let (load_id, dir) = (load_id.clone(), dir.clone());
-                scope.spawn(move || -> Result<WorkerResult> {
+                let (load_id, dir, segments) = (load_id.clone(), dir.clone(), &segments);
+                scope.spawn(move || -> Result<Vec<SegmentResult>> {
                     let mut worker =
-                        Normalizer::frozen_worker(&mut schema, naming, &load_id, &dir, name);
+                        Normalizer::frozen_worker(&mut schema, naming, &load_id, &dir, "w");
                     let root = worker.prepare_root_frozen(root, spec)?;
-                    let mut stopped_at = None;
-                    let mut items = 0;
-                    for line in read_item_lines(path, sources, start, end)? {
-                        let line = line?;
-                        let item = Node::parse(line.json()).map_err(|e| line.parse_error(e))?;
-                        if !worker.push_node(&root, &item, &line.location())? {
-                            stopped_at = Some(line.offset);
-                            break;
-                        }
-                        items += 1;
+                    let mut done = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(index) = next {
+                        done.push(normalize_segment(
+                            &mut worker,
+                            &root,
+                            path,
+                            sources,
+                            segments,
+                            index,
+                        )?);
+                        next = take_tail(segments, path, min_steal)?;
                     }
-                    Ok(WorkerResult {
-                        files: worker.finish()?,
-                        stopped_at,
-                        items,
-                    })
+                    Ok(done)
                 })
             })
             .collect();
@@ -107,22 +171,108 @@ pub(crate) fn normalize_items_file(
             })
             .collect()
     });
-    for (result, &(_, end, _)) in results.into_iter().zip(&ranges) {
-        let result = result?;
+    let mut results = Vec::new();
+    for worker in worker_results {
+        results.extend(worker?);
+    }
+    results.sort_by_key(|r| r.start);
+    for result in results {
         tracing::debug!(
             items = result.items,
             stopped_at = ?result.stopped_at,
-            range_end = end,
-            "normalize worker finished"
+            range = ?(result.start, result.end),
+            "normalize segment finished"
         );
         (0..result.items).for_each(|_| on_item());
         files.extend(result.files);
         if let Some(offset) = result.stopped_at {
-            sequential(normalizer, root, path, sources, offset, end, on_item)?;
+            sequential(normalizer, root, path, sources, offset, result.end, on_item)?;
             files.extend(normalizer.end_segment()?);
         }
     }
     Ok(())
+}
+
+/// Normalizes segment `index` until its (possibly lowered) end, or until an item would change
+/// the frozen schema.
+fn normalize_segment(
+    worker: &mut Normalizer<'_>,
+    root: &str,
+    path: &Path,
+    sources: &[String],
+    segments: &Mutex<Vec<Segment>>,
+    index: usize,
+) -> Result<SegmentResult> {
+    let start = lock(segments)[index].start;
+    worker.set_file_prefix(&format!("w{index}."));
+    let mut stopped_at = None;
+    let mut items = 0;
+    for line in read_item_lines(path, sources, start, u64::MAX)? {
+        let line = line?;
+        {
+            let mut segments = lock(segments);
+            let segment = &mut segments[index];
+            if line.offset >= segment.end {
+                break;
+            }
+            segment.cursor = line.offset;
+        }
+        let item = Node::parse(line.json()).map_err(|e| line.parse_error(e))?;
+        if !worker.push_node(root, &item, &line.location())? {
+            stopped_at = Some(line.offset);
+            break;
+        }
+        items += 1;
+    }
+    let end = {
+        let mut segments = lock(segments);
+        segments[index].closed = true;
+        segments[index].end
+    };
+    Ok(SegmentResult {
+        start,
+        end,
+        files: worker.end_segment()?,
+        stopped_at,
+        items,
+    })
+}
+
+/// Splits the open segment with the most left to do and returns the index of its second half,
+/// or `None` when nothing is worth splitting.
+fn take_tail(segments: &Mutex<Vec<Segment>>, path: &Path, min_steal: u64) -> Result<Option<usize>> {
+    let mut segments = lock(segments);
+    let Some(victim) = segments
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.closed)
+        .max_by_key(|(_, s)| s.end - s.cursor)
+        .map(|(i, _)| i)
+    else {
+        return Ok(None);
+    };
+    let Segment { cursor, end, .. } = segments[victim];
+    if end - cursor < min_steal.max(1) {
+        return Ok(None);
+    }
+    // The owner checks the end under this lock before each item, so every item before the
+    // split is its, and every item from the split on is the new segment's.
+    let split = next_line_start(path, cursor + (end - cursor) / 2)?;
+    if split <= cursor || split >= end {
+        return Ok(None);
+    }
+    segments[victim].end = split;
+    segments.push(Segment {
+        start: split,
+        end,
+        cursor: split,
+        closed: false,
+    });
+    Ok(Some(segments.len() - 1))
+}
+
+fn lock(segments: &Mutex<Vec<Segment>>) -> std::sync::MutexGuard<'_, Vec<Segment>> {
+    segments.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn sequential(
@@ -141,4 +291,45 @@ fn sequential(
         on_item();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(start: u64, end: u64) -> Segment {
+        Segment {
+            start,
+            end,
+            cursor: start,
+            closed: false,
+        }
+    }
+
+    #[test]
+    fn the_tail_is_split_at_a_line_start_and_never_from_a_closed_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("items.jsonl");
+        let lines: String = (0..100).map(|i| format!("\t{{\"id\": {i}}}\n")).collect();
+        std::fs::write(&path, &lines).unwrap();
+        let len = lines.len() as u64;
+
+        let segments = Mutex::new(vec![segment(0, 40), segment(40, len)]);
+        lock(&segments)[1].cursor = 60;
+        let taken = take_tail(&segments, &path, 1).unwrap();
+        assert_eq!(taken, Some(2));
+        let s = lock(&segments).clone();
+        let split = s[1].end;
+        assert!(split > 60 && split < len, "{split}");
+        assert_eq!(&lines.as_bytes()[split as usize - 1..split as usize], b"\n");
+        assert_eq!((s[2].start, s[2].end, s[2].cursor), (split, len, split));
+        assert_eq!(s[0].end, 40, "the smaller segment is left alone");
+
+        // Too little left, or nothing open: nothing to take.
+        assert_eq!(take_tail(&segments, &path, len).unwrap(), None);
+        for s in lock(&segments).iter_mut() {
+            s.closed = true;
+        }
+        assert_eq!(take_tail(&segments, &path, 1).unwrap(), None);
+    }
 }

@@ -262,3 +262,105 @@ fn objects_with_one_name_share_their_columns_like_dlt() {
     let rows = read_rows(dir.path(), &files, "t");
     assert_eq!(rows[0]["user_name___x"].as_deref(), Some("0.5"));
 }
+
+/// The parallel normalizer with an uneven first split, so the first worker runs out early and
+/// takes tails of the other's segment: the same schema (column order) and the same rows, in the
+/// same order, as one pass, also with columns, variants and child tables appearing late.
+#[test]
+fn work_stealing_gives_the_single_pass_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let items_path = dir.path().join("items.jsonl");
+    let mut text = String::new();
+    for i in 1..=4000 {
+        let item = match i {
+            i if i % 700 == 0 => {
+                json!({"id": i, "name": "late", format!("late_{i}"): i, "tags": ["a"], "extra": [{"k": i}]})
+            }
+            i if i % 900 == 0 => json!({"id": i, "name": i, "tags": []}),
+            i => json!({"id": i, "name": "n", "tags": ["x", "y"]}),
+        };
+        text.push('\t');
+        text.push_str(&item.to_string());
+        text.push('\n');
+    }
+    std::fs::write(&items_path, &text).unwrap();
+    let len = text.len() as u64;
+    let at = |offset: u64| crate::package::next_line_start(&items_path, offset).unwrap();
+
+    let run = |plan: parallel::Plan| {
+        let out = tempfile::tempdir().unwrap();
+        let mut schema = Schema::new("p");
+        let mut files = Vec::new();
+        {
+            let mut n = Normalizer::new(&mut schema, Naming::default(), "1", out.path());
+            let spec = spec(WriteDisposition::Append, &[]);
+            let root = n.prepare_root("t", &spec).unwrap();
+            parallel::normalize_in_parallel(
+                &mut n,
+                &root,
+                &spec,
+                &items_path,
+                &[],
+                plan,
+                &mut files,
+                &mut || {},
+            )
+            .unwrap();
+            files.extend(n.finish().unwrap());
+        }
+        let tables: Vec<(String, Vec<String>)> = schema
+            .tables
+            .keys()
+            .map(|t| (t.clone(), columns(&schema, t)))
+            .collect();
+        let mut rows = Vec::new();
+        for table in ["t", "t__tags", "t__extra"] {
+            let table_rows = read_rows(out.path(), &files, table);
+            let parents: std::collections::HashSet<_> = read_rows(out.path(), &files, "t")
+                .into_iter()
+                .filter_map(|r| r.get("_dlt_id").cloned().flatten())
+                .collect();
+            for mut row in table_rows {
+                if let Some(parent) = row.shift_remove("_dlt_parent_id") {
+                    assert!(parents.contains(&parent.unwrap()), "orphan row in {table}");
+                }
+                row.shift_remove("_dlt_id");
+                // Files written before a column appeared lack it; compare values, not nulls.
+                row.retain(|_, v| v.is_some());
+                row.sort_keys();
+                rows.push((table, row));
+            }
+        }
+        let steals = files.iter().filter(|f| f.file.contains(".w2.")).count();
+        (tables, rows, steals)
+    };
+
+    let single = run(parallel::Plan {
+        head_end: len,
+        middle: len,
+        min_steal: 1,
+    });
+    // 4000 items; 3991 with two tags, 5 with one, 4 with none; 5 with one `extra`.
+    assert_eq!(single.1.len(), 4000 + 3991 * 2 + 5 + 5);
+    let mut stole = false;
+    for _ in 0..5 {
+        let parallel = run(parallel::Plan {
+            head_end: at(len / 100),
+            middle: at(len / 20),
+            min_steal: 1,
+        });
+        assert_eq!(parallel.0, single.0, "tables and column order");
+        assert_eq!(parallel.1.len(), single.1.len(), "row count");
+        for (i, (p, s)) in parallel.1.iter().zip(&single.1).enumerate() {
+            assert_eq!(p, s, "row {i}");
+        }
+        stole |= parallel.2 > 0;
+        if stole {
+            break;
+        }
+    }
+    assert!(
+        stole,
+        "the first worker never took a tail of the second's segment"
+    );
+}
