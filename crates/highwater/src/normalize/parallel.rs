@@ -43,6 +43,15 @@ struct Segment {
     closed: bool,
 }
 
+/// `HIGHWATER_PARALLEL_MIN_STEAL_BYTES`, else [`MIN_STEAL_BYTES`]; tests set it to 1 so that
+/// small files take the work-stealing paths too.
+fn min_steal_bytes() -> u64 {
+    std::env::var("HIGHWATER_PARALLEL_MIN_STEAL_BYTES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(MIN_STEAL_BYTES)
+}
+
 /// What a worker did with one segment: its files and, if it stopped early, where.
 struct SegmentResult {
     start: u64,
@@ -81,7 +90,7 @@ pub(crate) fn normalize_items_file(
     let plan = Plan {
         head_end,
         middle,
-        min_steal: MIN_STEAL_BYTES,
+        min_steal: min_steal_bytes(),
     };
     normalize_in_parallel(normalizer, root, spec, path, sources, plan, files, on_item)
 }
