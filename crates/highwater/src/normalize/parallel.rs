@@ -98,8 +98,11 @@ pub(crate) fn normalize_items_file(
 /// Where the head ends, where the second worker starts, and the smallest tail worth taking.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Plan {
+    /// End of the head, normalized first by the main normalizer (a line start).
     pub head_end: u64,
+    /// Where the second worker starts (a line start).
     pub middle: u64,
+    /// A worker left without work takes half of another's rest only if that is this many bytes.
     pub min_steal: u64,
 }
 
