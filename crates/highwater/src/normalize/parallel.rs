@@ -5,8 +5,9 @@
 //! a worker on a copy of the schema that never changes it: an item that would need a new column,
 //! table or variant stops the worker there. A worker that finishes early takes the second half of
 //! what is left of the other's segment. The main normalizer then goes on from each stop, in
-//! order, so columns appear in the schema in the order a single pass would add them, and files
-//! are listed in item order.
+//! order: it takes the item that stopped the worker (changing the schema) and a short head, and
+//! the rest of the segment goes to two new workers on the new schema. So columns appear in the
+//! schema in the order a single pass would add them, and files are listed in item order.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -26,8 +27,12 @@ fn parallel_min_items() -> u64 {
         .unwrap_or(PARALLEL_MIN_ITEMS)
 }
 
-/// Below this many bytes left, a segment is not split for an idle worker.
-const MIN_STEAL_BYTES: u64 = 4 << 20;
+/// Less work than this many bytes is not split between workers: neither the tail of a segment
+/// an idle worker could take, nor the rest of a segment after a worker stopped.
+const MIN_SPLIT_BYTES: u64 = 4 << 20;
+
+/// How many times the rest after a stop is split again before it goes sequentially.
+const MAX_ROUNDS: u32 = 4;
 
 /// A byte range of the items file, normalized by one worker at a time. A worker that runs out
 /// of work takes the second half of what is left of the busiest segment, so both cores stay busy
@@ -43,17 +48,19 @@ struct Segment {
     closed: bool,
 }
 
-/// `HIGHWATER_PARALLEL_MIN_STEAL_BYTES`, else [`MIN_STEAL_BYTES`]; tests set it to 1 so that
-/// small files take the work-stealing paths too.
-fn min_steal_bytes() -> u64 {
-    std::env::var("HIGHWATER_PARALLEL_MIN_STEAL_BYTES")
+/// `HIGHWATER_PARALLEL_MIN_SPLIT_BYTES`, else [`MIN_SPLIT_BYTES`]; tests set it to 1 so that
+/// small files take every parallel path too.
+fn min_split_bytes() -> u64 {
+    std::env::var("HIGHWATER_PARALLEL_MIN_SPLIT_BYTES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(MIN_STEAL_BYTES)
+        .unwrap_or(MIN_SPLIT_BYTES)
 }
 
 /// What a worker did with one segment: its files and, if it stopped early, where.
 struct SegmentResult {
+    /// The segment's index, which names its files.
+    index: usize,
     start: u64,
     end: u64,
     files: Vec<TableFile>,
@@ -88,25 +95,41 @@ pub(crate) fn normalize_items_file(
     let head_end = next_line_start(path, if known { len / 50 } else { len / 10 })?;
     let middle = next_line_start(path, head_end + (len - head_end) / 2)?;
     let plan = Plan {
+        start: 0,
+        end: len,
         head_end,
         middle,
-        min_steal: min_steal_bytes(),
+        min_split: min_split_bytes(),
+        round: 0,
+        names: "w".into(),
     };
     normalize_in_parallel(normalizer, root, spec, path, sources, plan, files, on_item)
 }
 
 /// Where the head ends, where the second worker starts, and the smallest tail worth taking.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Plan {
+    /// Start of the range (a line start).
+    pub start: u64,
+    /// End of the range.
+    pub end: u64,
     /// End of the head, normalized first by the main normalizer (a line start).
     pub head_end: u64,
     /// Where the second worker starts (a line start).
     pub middle: u64,
-    /// A worker left without work takes half of another's rest only if that is this many bytes.
-    pub min_steal: u64,
+    /// The least work split between workers (see [`MIN_SPLIT_BYTES`]).
+    pub min_split: u64,
+    /// How many stops led to this range.
+    pub round: u32,
+    /// Start of the workers' file names (`w`, then one more step for each stop), so that no
+    /// two segments share a file.
+    pub names: String,
 }
 
-/// The head on `normalizer`, then two workers on `[head_end, middle)` and `[middle, len)`.
+/// The head `[start, head_end)` on `normalizer`, then two workers on `[head_end, middle)` and
+/// `[middle, end)`. What is left of a segment after its worker stopped is normalized the same
+/// way, after a head that takes the item the worker left (up to [`MAX_ROUNDS`] times), so one
+/// new column early in a segment does not leave the rest of it to one core.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn normalize_in_parallel(
     normalizer: &mut Normalizer<'_>,
@@ -118,13 +141,16 @@ pub(crate) fn normalize_in_parallel(
     files: &mut Vec<TableFile>,
     on_item: &mut dyn FnMut(),
 ) -> Result<()> {
-    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let Plan {
+        start,
+        end,
         head_end,
         middle,
-        min_steal,
+        min_split,
+        round,
+        names,
     } = plan;
-    sequential(normalizer, root, path, sources, 0, head_end, on_item)?;
+    sequential(normalizer, root, path, sources, start, head_end, on_item)?;
     files.extend(normalizer.end_segment()?);
 
     let base = normalizer.schema.clone();
@@ -134,7 +160,7 @@ pub(crate) fn normalize_in_parallel(
         normalizer.dir.clone(),
     );
     let segments = Mutex::new(
-        [(head_end, middle), (middle, len)]
+        [(head_end, middle), (middle, end)]
             .into_iter()
             .filter(|(start, end)| start < end)
             .map(|(start, end)| Segment {
@@ -150,7 +176,8 @@ pub(crate) fn normalize_in_parallel(
         let handles: Vec<_> = (0..first_segments)
             .map(|first| {
                 let mut schema = base.clone();
-                let (load_id, dir, segments) = (load_id.clone(), dir.clone(), &segments);
+                let (load_id, dir, segments, names) =
+                    (load_id.clone(), dir.clone(), &segments, names.as_str());
                 scope.spawn(move || -> Result<Vec<SegmentResult>> {
                     let mut worker =
                         Normalizer::frozen_worker(&mut schema, naming, &load_id, &dir, "w");
@@ -165,8 +192,9 @@ pub(crate) fn normalize_in_parallel(
                             sources,
                             segments,
                             index,
+                            names,
                         )?);
-                        next = take_tail(segments, path, min_steal)?;
+                        next = take_tail(segments, path, min_split)?;
                     }
                     Ok(done)
                 })
@@ -198,8 +226,23 @@ pub(crate) fn normalize_in_parallel(
         (0..result.items).for_each(|_| on_item());
         files.extend(result.files);
         if let Some(offset) = result.stopped_at {
-            sequential(normalizer, root, path, sources, offset, result.end, on_item)?;
-            files.extend(normalizer.end_segment()?);
+            let rest = (offset, result.end);
+            if round >= MAX_ROUNDS || rest.1 - rest.0 < min_split.max(1).saturating_mul(2) {
+                sequential(normalizer, root, path, sources, rest.0, rest.1, on_item)?;
+                files.extend(normalizer.end_segment()?);
+                continue;
+            }
+            let head_end = next_line_start(path, rest.0 + 1 + (rest.1 - rest.0) / 50)?.min(rest.1);
+            let plan = Plan {
+                start: rest.0,
+                end: rest.1,
+                head_end,
+                middle: next_line_start(path, head_end + (rest.1 - head_end) / 2)?.min(rest.1),
+                min_split,
+                round: round + 1,
+                names: format!("{names}{}s", result.index),
+            };
+            normalize_in_parallel(normalizer, root, spec, path, sources, plan, files, on_item)?;
         }
     }
     Ok(())
@@ -214,9 +257,10 @@ fn normalize_segment(
     sources: &[String],
     segments: &Mutex<Vec<Segment>>,
     index: usize,
+    names: &str,
 ) -> Result<SegmentResult> {
     let start = lock(segments)[index].start;
-    worker.set_file_prefix(&format!("w{index}."));
+    worker.set_file_prefix(&format!("{names}{index}."));
     let mut stopped_at = None;
     let mut items = 0;
     for line in read_item_lines(path, sources, start, u64::MAX)? {
@@ -242,6 +286,7 @@ fn normalize_segment(
         segments[index].end
     };
     Ok(SegmentResult {
+        index,
         start,
         end,
         files: worker.end_segment()?,
@@ -252,7 +297,7 @@ fn normalize_segment(
 
 /// Splits the open segment with the most left to do and returns the index of its second half,
 /// or `None` when nothing is worth splitting.
-fn take_tail(segments: &Mutex<Vec<Segment>>, path: &Path, min_steal: u64) -> Result<Option<usize>> {
+fn take_tail(segments: &Mutex<Vec<Segment>>, path: &Path, min_split: u64) -> Result<Option<usize>> {
     let mut segments = lock(segments);
     let Some(victim) = segments
         .iter()
@@ -264,7 +309,7 @@ fn take_tail(segments: &Mutex<Vec<Segment>>, path: &Path, min_steal: u64) -> Res
         return Ok(None);
     };
     let Segment { cursor, end, .. } = segments[victim];
-    if end - cursor < min_steal.max(1) {
+    if end - cursor < min_split.max(1) {
         return Ok(None);
     }
     // The owner checks the end under this lock before each item, so every item before the

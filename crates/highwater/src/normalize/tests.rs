@@ -264,10 +264,11 @@ fn objects_with_one_name_share_their_columns_like_dlt() {
 }
 
 /// The parallel normalizer with an uneven first split, so the first worker runs out early and
-/// takes tails of the other's segment: the same schema (column order) and the same rows, in the
-/// same order, as one pass, also with columns, variants and child tables appearing late.
+/// takes tails of the other's segment, and with columns, variants and child tables appearing
+/// late, so workers stop and the rest of their segments is split again: the same schema (column
+/// order) and the same rows, in the same order, as one pass.
 #[test]
-fn work_stealing_gives_the_single_pass_result() {
+fn parallel_normalize_with_steals_and_stops_gives_the_single_pass_result() {
     let dir = tempfile::tempdir().unwrap();
     let items_path = dir.path().join("items.jsonl");
     let mut text = String::new();
@@ -332,28 +333,42 @@ fn work_stealing_gives_the_single_pass_result() {
             }
         }
         let steals = files.iter().filter(|f| f.file.contains(".w2.")).count();
-        (tables, rows, steals)
+        // `t.w1s0.0.parquet`: a worker's file after the rest of segment 1 was split again.
+        let resplits = files.iter().filter(|f| f.file.contains("s0.")).count();
+        (tables, rows, steals, resplits)
     };
 
     let single = run(parallel::Plan {
+        start: 0,
+        end: len,
         head_end: len,
         middle: len,
-        min_steal: 1,
+        min_split: 1,
+        round: 0,
+        names: "w".into(),
     });
     // 4000 items; 3991 with two tags, 5 with one, 4 with none; 5 with one `extra`.
     assert_eq!(single.1.len(), 4000 + 3991 * 2 + 5 + 5);
     let mut stole = false;
     for _ in 0..5 {
         let parallel = run(parallel::Plan {
+            start: 0,
+            end: len,
             head_end: at(len / 100),
             middle: at(len / 20),
-            min_steal: 1,
+            min_split: 1,
+            round: 0,
+            names: "w".into(),
         });
         assert_eq!(parallel.0, single.0, "tables and column order");
         assert_eq!(parallel.1.len(), single.1.len(), "row count");
         for (i, (p, s)) in parallel.1.iter().zip(&single.1).enumerate() {
             assert_eq!(p, s, "row {i}");
         }
+        assert!(
+            parallel.3 > 0,
+            "late columns stop workers; the rest is split again"
+        );
         stole |= parallel.2 > 0;
         if stole {
             break;
