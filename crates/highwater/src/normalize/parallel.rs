@@ -6,7 +6,8 @@
 //! table or variant stops the worker there. A worker that finishes early takes the second half of
 //! what is left of the other's segment. The main normalizer then goes on from each stop, in
 //! order: it takes the item that stopped the worker (changing the schema) and a short head, and
-//! the rest of the segment goes to two new workers on the new schema. So columns appear in the
+//! the rest of the segment, when it is at least a sixteenth of the file, goes to two new workers
+//! on the new schema. So columns appear in the
 //! schema in the order a single pass would add them, and files are listed in item order.
 
 use std::path::Path;
@@ -100,6 +101,9 @@ pub(crate) fn normalize_items_file(
         head_end,
         middle,
         min_split: min_split_bytes(),
+        // At most about sixteen rests are split again, so a file whose schema keeps changing
+        // does not end up as hundreds of small files.
+        min_rest: min_split_bytes().saturating_mul(2).max(len / 16),
         round: 0,
         names: "w".into(),
     };
@@ -119,6 +123,8 @@ pub(crate) struct Plan {
     pub middle: u64,
     /// The least work split between workers (see [`MIN_SPLIT_BYTES`]).
     pub min_split: u64,
+    /// The least rest after a stop that is split between new workers.
+    pub min_rest: u64,
     /// How many stops led to this range.
     pub round: u32,
     /// Start of the workers' file names (`w`, then one more step for each stop), so that no
@@ -147,6 +153,7 @@ pub(crate) fn normalize_in_parallel(
         head_end,
         middle,
         min_split,
+        min_rest,
         round,
         names,
     } = plan;
@@ -227,7 +234,7 @@ pub(crate) fn normalize_in_parallel(
         files.extend(result.files);
         if let Some(offset) = result.stopped_at {
             let rest = (offset, result.end);
-            if round >= MAX_ROUNDS || rest.1 - rest.0 < min_split.max(1).saturating_mul(2) {
+            if round >= MAX_ROUNDS || rest.1 - rest.0 < min_rest.max(2) {
                 sequential(normalizer, root, path, sources, rest.0, rest.1, on_item)?;
                 files.extend(normalizer.end_segment()?);
                 continue;
@@ -239,6 +246,7 @@ pub(crate) fn normalize_in_parallel(
                 head_end,
                 middle: next_line_start(path, head_end + (rest.1 - head_end) / 2)?.min(rest.1),
                 min_split,
+                min_rest,
                 round: round + 1,
                 names: format!("{names}{}s", result.index),
             };

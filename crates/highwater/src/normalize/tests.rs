@@ -344,6 +344,7 @@ fn parallel_normalize_with_steals_and_stops_gives_the_single_pass_result() {
         head_end: len,
         middle: len,
         min_split: 1,
+        min_rest: 2,
         round: 0,
         names: "w".into(),
     });
@@ -357,6 +358,7 @@ fn parallel_normalize_with_steals_and_stops_gives_the_single_pass_result() {
             head_end: at(len / 100),
             middle: at(len / 20),
             min_split: 1,
+            min_rest: 2,
             round: 0,
             names: "w".into(),
         });
