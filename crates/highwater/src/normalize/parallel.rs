@@ -7,8 +7,8 @@
 //! what is left of the other's segment. The main normalizer then goes on from each stop, in
 //! order: it takes the item that stopped the worker (changing the schema) and a short head, and
 //! the rest of the segment, when it is at least a sixteenth of the file, goes to two new workers
-//! on the new schema. So columns appear in the
-//! schema in the order a single pass would add them, and files are listed in item order.
+//! on the new schema. So columns appear in the schema in the order a single pass would add them,
+//! and files are listed in item order.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -93,8 +93,7 @@ pub(crate) fn normalize_items_file(
         .tables
         .get(root)
         .is_some_and(|t| t.columns.values().any(|c| !c.name.starts_with("_dlt")));
-    let head_end = next_line_start(path, if known { len / 50 } else { len / 10 })?;
-    let middle = next_line_start(path, head_end + (len - head_end) / 2)?;
+    let (head_end, middle) = split_points(path, 0, len, if known { len / 50 } else { len / 10 })?;
     let plan = Plan {
         start: 0,
         end: len,
@@ -110,7 +109,7 @@ pub(crate) fn normalize_items_file(
     normalize_in_parallel(normalizer, root, spec, path, sources, plan, files, on_item)
 }
 
-/// Where the head ends, where the second worker starts, and the smallest tail worth taking.
+/// How a byte range is normalized: its head, the two workers' segments, and when to split.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     /// Start of the range (a line start).
@@ -178,7 +177,7 @@ pub(crate) fn normalize_in_parallel(
             })
             .collect::<Vec<_>>(),
     );
-    let first_segments = segments.lock().map(|s| s.len()).unwrap_or(0);
+    let first_segments = lock(&segments).len();
     let worker_results: Vec<Result<Vec<SegmentResult>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..first_segments)
             .map(|first| {
@@ -239,12 +238,14 @@ pub(crate) fn normalize_in_parallel(
                 files.extend(normalizer.end_segment()?);
                 continue;
             }
-            let head_end = next_line_start(path, rest.0 + 1 + (rest.1 - rest.0) / 50)?.min(rest.1);
+            // The head takes at least the item that stopped the worker.
+            let (head_end, middle) =
+                split_points(path, rest.0, rest.1, 1 + (rest.1 - rest.0) / 50)?;
             let plan = Plan {
                 start: rest.0,
                 end: rest.1,
                 head_end,
-                middle: next_line_start(path, head_end + (rest.1 - head_end) / 2)?.min(rest.1),
+                middle,
                 min_split,
                 min_rest,
                 round: round + 1,
@@ -254,6 +255,14 @@ pub(crate) fn normalize_in_parallel(
         }
     }
     Ok(())
+}
+
+/// The line starts ending a head of about `head_bytes` from `start`, and halving the rest up to
+/// `end`.
+fn split_points(path: &Path, start: u64, end: u64, head_bytes: u64) -> Result<(u64, u64)> {
+    let head_end = next_line_start(path, start + head_bytes)?.min(end);
+    let middle = next_line_start(path, head_end + (end - head_end) / 2)?.min(end);
+    Ok((head_end, middle))
 }
 
 /// Normalizes segment `index` until its (possibly lowered) end, or until an item would change
