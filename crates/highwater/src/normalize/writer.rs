@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType as ArrowType, Field, Schema as ArrowSchema, Time
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 
 use super::coerce::{Cell, DECIMAL_SCALE};
@@ -332,6 +332,9 @@ impl TableWriter {
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_dictionary_enabled(false)
+            // The load reads these files whole: min/max statistics would cost a comparison per
+            // value and skip nothing.
+            .set_statistics_enabled(EnabledStatistics::None)
             // One row group per chunk, so DuckDB reads a file with all its threads.
             .set_max_row_group_row_count(Some(CHUNK_ROWS))
             .build();
