@@ -6,6 +6,10 @@
 use std::collections::HashMap;
 
 use indexmap::IndexMap;
+
+/// Tables or columns by name, in order of first appearance. The normalizer looks names up for
+/// every value, so the map hashes with foldhash (seeded per process) rather than SipHash.
+pub type NameMap<V> = IndexMap<String, V, foldhash::fast::RandomState>;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -248,7 +252,7 @@ pub struct Table {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_nesting: Option<usize>,
     /// Columns in order of first appearance.
-    pub columns: IndexMap<String, Column>,
+    pub columns: NameMap<Column>,
 }
 
 impl Table {
@@ -261,7 +265,7 @@ impl Table {
             write_disposition: WriteDisposition::Append,
             merge_strategy: None,
             max_nesting: None,
-            columns: IndexMap::new(),
+            columns: NameMap::default(),
         }
     }
 
@@ -293,7 +297,7 @@ pub struct Schema {
     /// Engine version of the stored format.
     pub engine_version: i64,
     /// Tables in order of first appearance.
-    pub tables: IndexMap<String, Table>,
+    pub tables: NameMap<Table>,
 }
 
 impl Schema {
@@ -304,7 +308,7 @@ impl Schema {
             version: 0,
             version_hash: String::new(),
             engine_version: SCHEMA_ENGINE_VERSION,
-            tables: IndexMap::new(),
+            tables: NameMap::default(),
         };
         schema.bump_version();
         schema
