@@ -78,6 +78,9 @@ pub struct Normalizer<'a> {
     /// Child table names by (table, list column).
     child_names: foldhash::HashMap<Arc<str>, foldhash::HashMap<Arc<str>, Arc<str>>>,
     system_names: SystemNames,
+    /// The most values a flattened row had so far (plus room for system columns): the capacity
+    /// each row starts with.
+    widest_row: usize,
 }
 
 /// One row of an item, assembled before it is written.
@@ -90,7 +93,8 @@ struct PendingRow<'n> {
 /// A value of a row: a node of the item, or one the normalizer adds.
 enum RowValue<'n> {
     Item(&'n Node<'n>),
-    Text(String),
+    /// A row id: shared, since a row's id is also its children's parent (and root) id.
+    Text(Arc<str>),
     Int(i64),
     /// The package's load id.
     LoadId,
@@ -101,7 +105,7 @@ impl RowValue<'_> {
     fn to_json(&self, load_id: &str) -> Value {
         match self {
             RowValue::Item(node) => node.to_value(),
-            RowValue::Text(s) => Value::String(s.clone()),
+            RowValue::Text(s) => Value::String(s.to_string()),
             RowValue::Int(i) => Value::from(*i),
             RowValue::LoadId => Value::String(load_id.to_string()),
         }
@@ -141,6 +145,7 @@ impl<'a> Normalizer<'a> {
             file_prefix: String::new(),
             child_names: foldhash::HashMap::default(),
             system_names: SystemNames::default(),
+            widest_row: 0,
         }
     }
 
@@ -297,7 +302,7 @@ impl<'a> Normalizer<'a> {
         let root_name = settings.name.clone();
         let (mut values, lists) = self.flatten(&root_name, entries, settings.max_nesting as i64);
         let (user_id, id_place) = user_row_id(&values);
-        let row_id = match user_id {
+        let row_id: Arc<str> = match user_id {
             Some(id) => id,
             None => match settings.row_id {
                 RowIdKind::Random => random_row_id(),
@@ -309,7 +314,8 @@ impl<'a> Normalizer<'a> {
                     ))
                 })?,
             },
-        };
+        }
+        .into();
         values.push((self.system_names.load_id.clone(), RowValue::LoadId));
         set_row_id(&mut values, id_place, &self.system_names.row_id, &row_id);
         let mut rows = vec![PendingRow {
@@ -317,7 +323,7 @@ impl<'a> Normalizer<'a> {
             parent: None,
             values,
         }];
-        let root_id = settings.propagate_root_key.then_some(row_id.as_str());
+        let root_id = settings.propagate_root_key.then_some(&row_id);
         for (child, list) in lists {
             self.collect_list(
                 &mut rows,
@@ -347,11 +353,11 @@ impl<'a> Normalizer<'a> {
         parent: &Arc<str>,
         table: &Arc<str>,
         list: &'n [Node<'n>],
-        parent_id: &str,
-        root_id: Option<&str>,
+        parent_id: &Arc<str>,
+        root_id: Option<&Arc<str>>,
         lvl: i64,
     ) {
-        let mut id_source = String::new();
+        let mut id_source = String::with_capacity(64);
         for (idx, element) in list.iter().enumerate() {
             // A list inside a list becomes a row `{"list": inner}` one level deeper, as in dlt.
             let (entries, row_lvl) = match element {
@@ -364,20 +370,17 @@ impl<'a> Normalizer<'a> {
             let (user_id, id_place) = user_row_id(&values);
             // The root key is propagated to every child row, also one with its own `_dlt_id`.
             if let Some(root_id) = root_id {
-                values.push((names.root_id.clone(), RowValue::Text(root_id.to_string())));
+                values.push((names.root_id.clone(), RowValue::Text(root_id.clone())));
             }
-            let row_id = match user_id {
-                Some(id) => id,
+            let row_id: Arc<str> = match user_id {
+                Some(id) => id.into(),
                 None => {
                     use std::fmt::Write;
                     id_source.clear();
                     let _ = write!(id_source, "{parent_id}_{table}_{idx}");
-                    values.push((
-                        names.parent_id.clone(),
-                        RowValue::Text(parent_id.to_string()),
-                    ));
+                    values.push((names.parent_id.clone(), RowValue::Text(parent_id.clone())));
                     values.push((names.list_idx.clone(), RowValue::Int(idx as i64)));
-                    digest128(&id_source)
+                    digest128(&id_source).into()
                 }
             };
             set_row_id(&mut values, id_place, &names.row_id, &row_id);
@@ -434,7 +437,8 @@ impl<'a> Normalizer<'a> {
         lvl: i64,
     ) -> (RowValues<'n>, ChildLists<'n>) {
         let mut out = Flattened {
-            values: Vec::with_capacity(entries.len() + 5),
+            // Nested objects add columns: start from the widest row seen, not this object's size.
+            values: Vec::with_capacity(self.widest_row.max(entries.len() + 5)),
             lists: Vec::new(),
             nested: Vec::new(),
         };
@@ -455,6 +459,8 @@ impl<'a> Normalizer<'a> {
             mut lists,
             ..
         } = out;
+        // Room for the system columns added after flattening.
+        self.widest_row = self.widest_row.max(values.len() + 5);
         if !self.collisions.is_empty() {
             keep_last_of_each_name(&mut values, |name| self.collisions.contains(name));
             keep_last_of_each_name(&mut lists, |_| true);
@@ -874,10 +880,10 @@ fn user_row_id(values: &RowValues<'_>) -> (Option<String>, Option<usize>) {
 }
 
 /// Puts the row id at `place` (the item's own `_dlt_id` entry) or at the end of the row.
-fn set_row_id(values: &mut RowValues<'_>, place: Option<usize>, column: &Arc<str>, id: &str) {
+fn set_row_id(values: &mut RowValues<'_>, place: Option<usize>, column: &Arc<str>, id: &Arc<str>) {
     match place {
-        Some(place) => values[place].1 = RowValue::Text(id.to_string()),
-        None => values.push((column.clone(), RowValue::Text(id.to_string()))),
+        Some(place) => values[place].1 = RowValue::Text(id.clone()),
+        None => values.push((column.clone(), RowValue::Text(id.clone()))),
     }
 }
 
