@@ -123,6 +123,9 @@ struct Flattened<'n> {
     nested: Vec<(&'n [Entry<'n>], Arc<str>, i64)>,
 }
 
+/// The largest capacity a row starts with (see `Normalizer::widest_row`).
+const MAX_ROW_CAPACITY: usize = 128;
+
 /// The child lists of a row: child table name and the list's elements.
 type ChildLists<'n> = Vec<(Arc<str>, &'n [Node<'n>])>;
 
@@ -459,8 +462,11 @@ impl<'a> Normalizer<'a> {
             mut lists,
             ..
         } = out;
-        // Room for the system columns added after flattening.
-        self.widest_row = self.widest_row.max(values.len() + 5);
+        // Room for the system columns added after flattening; capped, so one very wide item
+        // does not make every later row (child rows too) allocate that much.
+        self.widest_row = self
+            .widest_row
+            .max((values.len() + 5).min(MAX_ROW_CAPACITY));
         if !self.collisions.is_empty() {
             keep_last_of_each_name(&mut values, |name| self.collisions.contains(name));
             keep_last_of_each_name(&mut lists, |_| true);
