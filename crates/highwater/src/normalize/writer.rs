@@ -152,6 +152,8 @@ pub struct TableWriter {
     table: String,
     names: Vec<String>,
     index: foldhash::HashMap<String, usize>,
+    /// The column [`Self::lookup`] tries first.
+    next_guess: std::cell::Cell<usize>,
     types: Vec<DataType>,
     hinted: Vec<bool>,
     not_null: Vec<usize>,
@@ -171,6 +173,7 @@ impl TableWriter {
             table: table.to_string(),
             names: Vec::new(),
             index: foldhash::HashMap::default(),
+            next_guess: std::cell::Cell::new(0),
             types: Vec::new(),
             hinted: Vec::new(),
             not_null: Vec::new(),
@@ -190,8 +193,16 @@ impl TableWriter {
     }
 
     /// Index, type and whether the type was declared, of a column this writer has.
+    ///
+    /// Rows of a table mostly list their columns in the same order, so the column after the one
+    /// looked up last is tried first: one comparison instead of hashing the name.
     pub fn lookup(&self, column: &str) -> Option<(usize, DataType, bool)> {
-        let &i = self.index.get(column)?;
+        let guess = self.next_guess.get();
+        let i = match self.names.get(guess) {
+            Some(name) if name == column => guess,
+            _ => *self.index.get(column)?,
+        };
+        self.next_guess.set(i + 1);
         Some((i, self.types[i], self.hinted[i]))
     }
 
