@@ -6,14 +6,14 @@
 use std::collections::HashMap;
 
 use indexmap::IndexMap;
-
-/// Tables or columns by name, in order of first appearance. The normalizer looks names up for
-/// every value, so the map hashes with foldhash (seeded per process) rather than SipHash.
-pub type NameMap<V> = IndexMap<String, V, foldhash::fast::RandomState>;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+
+/// Tables or columns by name, in order of first appearance. The normalizer looks names up for
+/// every value, so the map hashes with foldhash (seeded per process) rather than SipHash.
+pub type NameMap<V> = IndexMap<String, V, foldhash::fast::RandomState>;
 
 /// dlt's schema engine version, written to `_dlt_version.engine_version`.
 pub const SCHEMA_ENGINE_VERSION: i64 = 11;

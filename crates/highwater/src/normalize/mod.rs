@@ -78,8 +78,8 @@ pub struct Normalizer<'a> {
     /// Child table names by (table, list column).
     child_names: foldhash::HashMap<Arc<str>, foldhash::HashMap<Arc<str>, Arc<str>>>,
     system_names: SystemNames,
-    /// The most values a flattened row had so far (plus room for system columns): the capacity
-    /// each row starts with.
+    /// The most values a flattened row had so far, plus [`SYSTEM_COLUMNS`] (at most
+    /// [`MAX_ROW_CAPACITY`]): the capacity each row starts with.
     widest_row: usize,
 }
 
@@ -125,6 +125,10 @@ struct Flattened<'n> {
 
 /// The largest capacity a row starts with (see `Normalizer::widest_row`).
 const MAX_ROW_CAPACITY: usize = 128;
+
+/// Room in a new row for the system columns added after flattening (`_dlt_load_id`, `_dlt_id`,
+/// `_dlt_parent_id`, `_dlt_list_idx`, `_dlt_root_id`).
+const SYSTEM_COLUMNS: usize = 5;
 
 /// The child lists of a row: child table name and the list's elements.
 type ChildLists<'n> = Vec<(Arc<str>, &'n [Node<'n>])>;
@@ -441,7 +445,7 @@ impl<'a> Normalizer<'a> {
     ) -> (RowValues<'n>, ChildLists<'n>) {
         let mut out = Flattened {
             // Nested objects add columns: start from the widest row seen, not this object's size.
-            values: Vec::with_capacity(self.widest_row.max(entries.len() + 5)),
+            values: Vec::with_capacity(self.widest_row.max(entries.len() + SYSTEM_COLUMNS)),
             lists: Vec::new(),
             nested: Vec::new(),
         };
@@ -462,11 +466,11 @@ impl<'a> Normalizer<'a> {
             mut lists,
             ..
         } = out;
-        // Room for the system columns added after flattening; capped, so one very wide item
-        // does not make every later row (child rows too) allocate that much.
+        // Capped, so one very wide item does not make every later row (child rows too)
+        // allocate that much.
         self.widest_row = self
             .widest_row
-            .max((values.len() + 5).min(MAX_ROW_CAPACITY));
+            .max((values.len() + SYSTEM_COLUMNS).min(MAX_ROW_CAPACITY));
         if !self.collisions.is_empty() {
             keep_last_of_each_name(&mut values, |name| self.collisions.contains(name));
             keep_last_of_each_name(&mut lists, |_| true);
