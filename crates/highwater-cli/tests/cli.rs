@@ -163,6 +163,51 @@ fn malformed_line_names_file_and_line_and_changes_nothing() {
 }
 
 #[test]
+fn bad_duckdb_settings_are_named_errors_and_the_next_run_loads() {
+    let p = Project::new(PIPELINE);
+    p.write_data(
+        "a.jsonl",
+        &(1..=3).map(|i| event(i, i, "a")).collect::<Vec<_>>(),
+    );
+    assert!(p.run(&["--progress", "none"], None).status.success());
+    let state_before = std::fs::read(p.path("work/state.json")).unwrap();
+    p.write_data(
+        "b.jsonl",
+        &(4..=6).map(|i| event(i, i, "b")).collect::<Vec<_>>(),
+    );
+    for (variable, value) in [
+        ("HIGHWATER_DUCKDB_THREADS", "0"),
+        ("HIGHWATER_DUCKDB_THREADS", "two"),
+        ("HIGHWATER_DUCKDB_MEMORY_LIMIT", "1GB; DROP"),
+    ] {
+        let out = highwater()
+            .current_dir(p.dir.path())
+            .args(["run", "pipeline.toml", "--progress", "none"])
+            .env(variable, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("{variable}={value:?}")), "{err}");
+        assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 3);
+        assert_eq!(
+            std::fs::read(p.path("work/state.json")).unwrap(),
+            state_before
+        );
+    }
+    // An explicit thread count is used as given; the package left pending loads.
+    let out = highwater()
+        .current_dir(p.dir.path())
+        .args(["run", "pipeline.toml", "--progress", "none"])
+        .env("HIGHWATER_DUCKDB_THREADS", "2")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 6);
+    assert_eq!(p.query_i64("SELECT count(*) FROM raw._dlt_loads"), 2);
+}
+
+#[test]
 fn bad_pipeline_files_are_named_errors() {
     let p =
         Project::new(&PIPELINE.replace("dataset = \"raw\"", "dataset = \"raw\"\nbogus_key = 1"));
