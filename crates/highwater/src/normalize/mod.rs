@@ -91,6 +91,7 @@ struct PendingRow<'n> {
 }
 
 /// A value of a row: a node of the item, or one the normalizer adds.
+#[derive(Clone)]
 enum RowValue<'n> {
     Item(&'n Node<'n>),
     /// A row id: shared, since a row's id is also its children's parent (and root) id.
@@ -110,6 +111,23 @@ impl RowValue<'_> {
             RowValue::LoadId => Value::String(load_id.to_string()),
         }
     }
+}
+
+/// What [`Normalizer::resolve`] makes of a row in a frozen worker.
+enum Resolved<'r> {
+    /// Column index and value of each non-null value.
+    Cells(Vec<(usize, ReadyCell<'r>)>),
+    /// The row fits the schema but needs the general path ([`Normalizer::write_row`]).
+    Fits,
+    /// The row would change the schema.
+    DoesNotFit,
+}
+
+/// A value ready for its column.
+enum ReadyCell<'r> {
+    Str(&'r str),
+    LoadId,
+    Cell(Cell),
 }
 
 /// A row being assembled: column name and value, in emission order.
@@ -342,14 +360,108 @@ impl<'a> Normalizer<'a> {
                 settings.max_nesting as i64 - 1,
             );
         }
-        if self.frozen && !rows.iter().all(|row| self.fits(row)) {
-            return Ok(false);
+        if self.frozen {
+            return self.write_frozen(rows, location);
         }
         for row in rows {
             self.write_row(&row.table, row.parent.as_deref(), row.values, location)?;
         }
         self.flush_full()?;
         Ok(true)
+    }
+
+    /// Writes an item's rows in a frozen worker, or nothing (`false`) when one would change the
+    /// schema. Every value is looked up and coerced once, before any row is written.
+    fn write_frozen(&mut self, rows: Vec<PendingRow<'_>>, location: &str) -> Result<bool> {
+        let mut resolved = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match self.resolve(row) {
+                Resolved::Cells(cells) => resolved.push(Some(cells)),
+                Resolved::Fits => resolved.push(None),
+                Resolved::DoesNotFit => return Ok(false),
+            }
+        }
+        for (row, cells) in rows.iter().zip(resolved) {
+            match cells {
+                Some(cells) => self.write_cells(&row.table, cells, location)?,
+                None => self.write_row(
+                    &row.table,
+                    row.parent.as_deref(),
+                    row.values.clone(),
+                    location,
+                )?,
+            }
+        }
+        self.flush_full()?;
+        Ok(true)
+    }
+
+    /// A row's values as cells of the columns its table's writer already has; when some value
+    /// needs more than that (a column the writer has not seen, a coercion to JSON text), whether
+    /// the row fits the schema at all.
+    fn resolve<'r>(&self, row: &'r PendingRow<'_>) -> Resolved<'r> {
+        let slow = || {
+            if self.fits(row) {
+                Resolved::Fits
+            } else {
+                Resolved::DoesNotFit
+            }
+        };
+        let Some(writer) = self.writers.get(&*row.table) else {
+            return slow();
+        };
+        let mut cells = Vec::with_capacity(row.values.len());
+        for (column, value) in &row.values {
+            if matches!(value, RowValue::Item(Node::Null)) {
+                continue;
+            }
+            let Some((index, data_type, _)) = writer.lookup(column) else {
+                return slow();
+            };
+            let cell = match (data_type, value) {
+                (DataType::Text, RowValue::Item(Node::Str(s))) => ReadyCell::Str(s),
+                (DataType::Text, RowValue::Text(s)) => ReadyCell::Str(s),
+                (DataType::Text, RowValue::LoadId) => ReadyCell::LoadId,
+                (DataType::Bigint, RowValue::Int(i)) => ReadyCell::Cell(Cell::Bigint(*i)),
+                (_, RowValue::Item(node)) => match coerce_node(node, data_type) {
+                    Some(cell) => ReadyCell::Cell(cell),
+                    // As in `fits`: a value the column's type cannot take needs a variant.
+                    None => return Resolved::DoesNotFit,
+                },
+                _ => return slow(),
+            };
+            cells.push((index, cell));
+        }
+        Resolved::Cells(cells)
+    }
+
+    /// Writes a row resolved by [`Self::resolve`].
+    fn write_cells(
+        &mut self,
+        table: &str,
+        cells: Vec<(usize, ReadyCell<'_>)>,
+        location: &str,
+    ) -> Result<()> {
+        let writer = self
+            .writers
+            .get_mut(table)
+            .ok_or_else(|| Error::Config(format!("no writer for table {table}")))?;
+        for (index, cell) in cells {
+            match cell {
+                ReadyCell::Str(s) => writer.set_str(index, s),
+                ReadyCell::LoadId => writer.set_str(index, &self.load_id),
+                ReadyCell::Cell(cell) => writer.set(index, cell),
+            }
+        }
+        if let Some(missing) = writer.missing_not_null() {
+            return Err(Error::NullInNotNull {
+                location: location.to_string(),
+                table: table.to_string(),
+                column: missing.to_string(),
+            });
+        }
+        writer.end_row();
+        Ok(())
     }
 
     /// The rows of a list's elements (and of their own lists), parents before children.
