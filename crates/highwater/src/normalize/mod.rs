@@ -81,6 +81,8 @@ pub struct Normalizer<'a> {
     /// The most values a flattened row had so far, plus [`SYSTEM_COLUMNS`] (at most
     /// [`MAX_ROW_CAPACITY`]): the capacity each row starts with.
     widest_row: usize,
+    /// Whether the schema has a JSON column; without one, only depth makes a value JSON.
+    has_json_columns: bool,
 }
 
 /// One row of an item, assembled before it is written.
@@ -130,6 +132,14 @@ enum ReadyCell<'r> {
     Cell(Cell),
 }
 
+/// Whether any table of `schema` has a JSON column.
+fn has_json_columns(schema: &Schema) -> bool {
+    schema
+        .tables
+        .values()
+        .any(|t| t.columns.values().any(|c| c.data_type == DataType::Json))
+}
+
 /// A row being assembled: column name and value, in emission order.
 type RowValues<'n> = Vec<(Arc<str>, RowValue<'n>)>;
 
@@ -154,6 +164,7 @@ type ChildLists<'n> = Vec<(Arc<str>, &'n [Node<'n>])>;
 impl<'a> Normalizer<'a> {
     /// A normalizer that evolves `schema` and writes files into `dir`.
     pub fn new(schema: &'a mut Schema, naming: Naming, load_id: &str, dir: &Path) -> Self {
+        let has_json_columns = has_json_columns(schema);
         Normalizer {
             schema,
             naming,
@@ -171,6 +182,7 @@ impl<'a> Normalizer<'a> {
             child_names: foldhash::HashMap::default(),
             system_names: SystemNames::default(),
             widest_row: 0,
+            has_json_columns,
         }
     }
 
@@ -268,6 +280,7 @@ impl<'a> Normalizer<'a> {
         }
         let strategy = table.merge_strategy;
         let merge = spec.write_disposition == WriteDisposition::Merge;
+        self.has_json_columns = has_json_columns(self.schema);
         let has_root_key_children = self
             .schema
             .descendants(&name)
@@ -685,6 +698,9 @@ impl<'a> Normalizer<'a> {
         if lvl <= 0 {
             return true;
         }
+        if !self.has_json_columns {
+            return false;
+        }
         if let Some((_, data_type, _)) = self.writers.get(table).and_then(|w| w.lookup(column)) {
             return data_type == DataType::Json;
         }
@@ -887,6 +903,7 @@ impl<'a> Normalizer<'a> {
             }
         }
         let nullable = col.nullable;
+        self.has_json_columns |= data_type == DataType::Json;
         t.columns.insert(column.to_string(), col);
         nullable
     }
