@@ -356,11 +356,13 @@ impl<'a> Normalizer<'a> {
         .into();
         values.push((self.system_names.load_id.clone(), RowValue::LoadId));
         set_row_id(&mut values, id_place, &self.system_names.row_id, &row_id);
-        let mut rows = vec![PendingRow {
+        // Room for a few child rows, so most items never grow the vector.
+        let mut rows = Vec::with_capacity(8);
+        rows.push(PendingRow {
             table: root_name.clone(),
             parent: None,
             values,
-        }];
+        });
         let root_id = settings.propagate_root_key.then_some(&row_id);
         for (child, list) in lists {
             self.collect_list(
