@@ -132,6 +132,19 @@ enum ReadyCell<'r> {
     Cell(Cell),
 }
 
+/// Ends the row being written to `table`, unless a NOT NULL column has no value in it.
+fn end_row(writer: &mut TableWriter, table: &str, location: &str) -> Result<()> {
+    if let Some(missing) = writer.missing_not_null() {
+        return Err(Error::NullInNotNull {
+            location: location.to_string(),
+            table: table.to_string(),
+            column: missing.to_string(),
+        });
+    }
+    writer.end_row();
+    Ok(())
+}
+
 /// Whether any table of `schema` has a JSON column.
 fn has_json_columns(schema: &Schema) -> bool {
     schema
@@ -468,15 +481,7 @@ impl<'a> Normalizer<'a> {
                 ReadyCell::Cell(cell) => writer.set(index, cell),
             }
         }
-        if let Some(missing) = writer.missing_not_null() {
-            return Err(Error::NullInNotNull {
-                location: location.to_string(),
-                table: table.to_string(),
-                column: missing.to_string(),
-            });
-        }
-        writer.end_row();
-        Ok(())
+        end_row(writer, table, location)
     }
 
     /// The rows of a list's elements (and of their own lists), parents before children.
@@ -771,17 +776,10 @@ impl<'a> Normalizer<'a> {
         for (column, value) in slow {
             self.write_value(table, &column, value, false, location)?;
         }
-        if let Some(writer) = self.writers.get_mut(table) {
-            if let Some(missing) = writer.missing_not_null() {
-                return Err(Error::NullInNotNull {
-                    location: location.to_string(),
-                    table: table.to_string(),
-                    column: missing.to_string(),
-                });
-            }
-            writer.end_row();
+        match self.writers.get_mut(table) {
+            Some(writer) => end_row(writer, table, location),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Starts writing `table` in this package (creating it in the schema when new); its NOT NULL
