@@ -132,6 +132,28 @@ enum ReadyCell<'r> {
     Cell(Cell),
 }
 
+/// `value` as a cell of a column of `data_type`, when it is one already or coerces to it without
+/// the general path (which also adds columns and variants).
+fn ready_cell<'r>(data_type: DataType, value: &'r RowValue<'_>) -> Option<ReadyCell<'r>> {
+    match (data_type, value) {
+        (DataType::Text, RowValue::Item(Node::Str(s))) => Some(ReadyCell::Str(s)),
+        (DataType::Text, RowValue::Text(s)) => Some(ReadyCell::Str(s)),
+        (DataType::Text, RowValue::LoadId) => Some(ReadyCell::LoadId),
+        (DataType::Bigint, RowValue::Int(i)) => Some(ReadyCell::Cell(Cell::Bigint(*i))),
+        (_, RowValue::Item(node)) => coerce_node(node, data_type).map(ReadyCell::Cell),
+        _ => None,
+    }
+}
+
+/// Sets column `index` of the writer's current row.
+fn set_cell(writer: &mut TableWriter, index: usize, cell: ReadyCell<'_>, load_id: &str) {
+    match cell {
+        ReadyCell::Str(s) => writer.set_str(index, s),
+        ReadyCell::LoadId => writer.set_str(index, load_id),
+        ReadyCell::Cell(cell) => writer.set(index, cell),
+    }
+}
+
 /// Ends the row being written to `table`, unless a NOT NULL column has no value in it.
 fn end_row(writer: &mut TableWriter, table: &str, location: &str) -> Result<()> {
     if let Some(missing) = writer.missing_not_null() {
@@ -446,19 +468,12 @@ impl<'a> Normalizer<'a> {
             let Some((index, data_type, _)) = writer.lookup(column) else {
                 return slow();
             };
-            let cell = match (data_type, value) {
-                (DataType::Text, RowValue::Item(Node::Str(s))) => ReadyCell::Str(s),
-                (DataType::Text, RowValue::Text(s)) => ReadyCell::Str(s),
-                (DataType::Text, RowValue::LoadId) => ReadyCell::LoadId,
-                (DataType::Bigint, RowValue::Int(i)) => ReadyCell::Cell(Cell::Bigint(*i)),
-                (_, RowValue::Item(node)) => match coerce_node(node, data_type) {
-                    Some(cell) => ReadyCell::Cell(cell),
-                    // As in `fits`: a value the column's type cannot take needs a variant.
-                    None => return Resolved::DoesNotFit,
-                },
-                _ => return slow(),
-            };
-            cells.push((index, cell));
+            match ready_cell(data_type, value) {
+                Some(cell) => cells.push((index, cell)),
+                // As in `fits`: an item value the column's type cannot take needs a variant.
+                None if matches!(value, RowValue::Item(_)) => return Resolved::DoesNotFit,
+                None => return slow(),
+            }
         }
         Resolved::Cells(cells)
     }
@@ -475,11 +490,7 @@ impl<'a> Normalizer<'a> {
             .get_mut(table)
             .ok_or_else(|| Error::Config(format!("no writer for table {table}")))?;
         for (index, cell) in cells {
-            match cell {
-                ReadyCell::Str(s) => writer.set_str(index, s),
-                ReadyCell::LoadId => writer.set_str(index, &self.load_id),
-                ReadyCell::Cell(cell) => writer.set(index, cell),
-            }
+            set_cell(writer, index, cell, &self.load_id);
         }
         end_row(writer, table, location)
     }
@@ -738,36 +749,12 @@ impl<'a> Normalizer<'a> {
                     continue;
                 }
                 if slow.is_empty() {
-                    if let Some((index, data_type, _)) = writer.lookup(&column) {
-                        let written = match (data_type, &value) {
-                            (DataType::Text, RowValue::Item(Node::Str(s))) => {
-                                writer.set_str(index, s);
-                                true
-                            }
-                            (DataType::Text, RowValue::Text(s)) => {
-                                writer.set_str(index, s);
-                                true
-                            }
-                            (DataType::Text, RowValue::LoadId) => {
-                                writer.set_str(index, load_id);
-                                true
-                            }
-                            (DataType::Bigint, RowValue::Int(i)) => {
-                                writer.set(index, Cell::Bigint(*i));
-                                true
-                            }
-                            (_, RowValue::Item(node)) => match coerce_node(node, data_type) {
-                                Some(cell) => {
-                                    writer.set(index, cell);
-                                    true
-                                }
-                                None => false,
-                            },
-                            _ => false,
-                        };
-                        if written {
-                            continue;
-                        }
+                    let ready = writer.lookup(&column).and_then(|(index, data_type, _)| {
+                        Some((index, ready_cell(data_type, &value)?))
+                    });
+                    if let Some((index, cell)) = ready {
+                        set_cell(writer, index, cell, load_id);
+                        continue;
                     }
                 }
                 slow.push((column, value.to_json(load_id)));
