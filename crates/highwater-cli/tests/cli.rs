@@ -68,6 +68,28 @@ impl Project {
         cmd.output().unwrap()
     }
 
+    /// A project whose first run loaded events 1 to 3, and its `state.json` after that run.
+    fn with_three_events_loaded() -> (Self, Vec<u8>) {
+        let p = Project::new(PIPELINE);
+        p.write_data(
+            "a.jsonl",
+            &(1..=3).map(|i| event(i, i, "a")).collect::<Vec<_>>(),
+        );
+        assert!(p.run(&["--progress", "none"], None).status.success());
+        let state = std::fs::read(p.path("work/state.json")).unwrap();
+        (p, state)
+    }
+
+    /// `run` with one environment variable set.
+    fn run_with_env(&self, variable: &str, value: &str) -> Output {
+        highwater()
+            .current_dir(self.dir.path())
+            .args(["run", "pipeline.toml", "--progress", "none"])
+            .env(variable, value)
+            .output()
+            .unwrap()
+    }
+
     fn query_i64(&self, sql: &str) -> i64 {
         let conn = duckdb::Connection::open(self.path("out.duckdb")).unwrap();
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
@@ -139,13 +161,7 @@ fn run_prints_json_and_second_run_loads_nothing() {
 
 #[test]
 fn malformed_line_names_file_and_line_and_changes_nothing() {
-    let p = Project::new(PIPELINE);
-    p.write_data(
-        "a.jsonl",
-        &(1..=3).map(|i| event(i, i, "a")).collect::<Vec<_>>(),
-    );
-    assert!(p.run(&["--progress", "none"], None).status.success());
-    let state_before = std::fs::read(p.path("work/state.json")).unwrap();
+    let (p, state_before) = Project::with_three_events_loaded();
     // Far enough into the file (about 1.4 MB) that the line is past the first block read.
     let mut lines: Vec<String> = (4..=20_003).map(|i| event(i, i, "b")).collect();
     lines.insert(17_999, r#"{"id": 99, "ts": "#.to_string());
@@ -164,13 +180,7 @@ fn malformed_line_names_file_and_line_and_changes_nothing() {
 
 #[test]
 fn bad_duckdb_settings_are_named_errors_and_the_next_run_loads() {
-    let p = Project::new(PIPELINE);
-    p.write_data(
-        "a.jsonl",
-        &(1..=3).map(|i| event(i, i, "a")).collect::<Vec<_>>(),
-    );
-    assert!(p.run(&["--progress", "none"], None).status.success());
-    let state_before = std::fs::read(p.path("work/state.json")).unwrap();
+    let (p, state_before) = Project::with_three_events_loaded();
     p.write_data(
         "b.jsonl",
         &(4..=6).map(|i| event(i, i, "b")).collect::<Vec<_>>(),
@@ -180,12 +190,7 @@ fn bad_duckdb_settings_are_named_errors_and_the_next_run_loads() {
         ("HIGHWATER_DUCKDB_THREADS", "two"),
         ("HIGHWATER_DUCKDB_MEMORY_LIMIT", "1GB; DROP"),
     ] {
-        let out = highwater()
-            .current_dir(p.dir.path())
-            .args(["run", "pipeline.toml", "--progress", "none"])
-            .env(variable, value)
-            .output()
-            .unwrap();
+        let out = p.run_with_env(variable, value);
         assert_eq!(out.status.code(), Some(1));
         let err = stderr(&out);
         assert!(err.contains(&format!("{variable}={value:?}")), "{err}");
@@ -196,12 +201,7 @@ fn bad_duckdb_settings_are_named_errors_and_the_next_run_loads() {
         );
     }
     // An explicit thread count is used as given; the package left pending loads.
-    let out = highwater()
-        .current_dir(p.dir.path())
-        .args(["run", "pipeline.toml", "--progress", "none"])
-        .env("HIGHWATER_DUCKDB_THREADS", "2")
-        .output()
-        .unwrap();
+    let out = p.run_with_env("HIGHWATER_DUCKDB_THREADS", "2");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 6);
     assert_eq!(p.query_i64("SELECT count(*) FROM raw._dlt_loads"), 2);
