@@ -317,21 +317,22 @@ impl ResourceExtract {
         &mut self,
         out: &mut PackageWriter<'_>,
         bytes: &[u8],
+        line_ends: &[usize],
         file: &Arc<str>,
         first_line: u64,
     ) -> Result<Flow> {
-        let mut line = first_line;
         let mut start = 0;
-        while start < bytes.len() {
-            let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i + 1);
-            let text = &bytes[start..end];
+        for (line, &end) in (first_line..).zip(line_ends) {
+            let text = bytes.get(start..end).ok_or_else(|| Error::Resource {
+                resource: self.name.clone(),
+                message: format!("{file}:{line}: the block's line ends do not fit its text"),
+            })?;
             if !text.iter().all(u8::is_ascii_whitespace)
                 && self.json_text(out, text, file, line)? == Flow::Stop
             {
                 return Ok(Flow::Stop);
             }
             start = end;
-            line += 1;
         }
         Ok(Flow::Next)
     }
@@ -376,9 +377,26 @@ impl ResourceExtract {
             Item::RawJson { bytes, file, line } => return self.json_text(out, &bytes, &file, line),
             Item::RawJsonLines {
                 bytes,
+                line_ends,
                 file,
                 first_line,
-            } => return self.json_lines(out, &bytes, &file, first_line),
+            } => {
+                let line_ends = if line_ends.is_empty() {
+                    crate::resource::line_ends(&bytes)
+                } else if line_ends.last() != Some(&bytes.len()) {
+                    return Err(Error::Resource {
+                        resource: self.name.clone(),
+                        message: format!(
+                            "{file}:{first_line}: a block of JSON lines whose line ends stop at {:?}, not at its end ({})",
+                            line_ends.last(),
+                            bytes.len()
+                        ),
+                    });
+                } else {
+                    line_ends
+                };
+                return self.json_lines(out, &bytes, &line_ends, &file, first_line);
+            }
             Item::Json(value) => self.value(out, value, None)?,
             Item::Page(values) => {
                 // A page is filtered whole: the range check drops its rows outside the range.

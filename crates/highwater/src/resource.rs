@@ -30,10 +30,14 @@ pub enum Item {
     },
     /// Whole lines of a JSON Lines file, each one JSON value, not parsed yet: `RawJson` for many
     /// lines at once, so a large file costs no allocation per line. Blank lines are skipped but
-    /// counted.
+    /// counted. [`Item::json_lines`] makes one.
     RawJsonLines {
         /// The text: complete lines, each ending in `\n` (the last one may lack it).
         bytes: Vec<u8>,
+        /// Where each line of `bytes` ends (one past its `\n`), found by whoever made the item:
+        /// a source reading on its own thread then takes that scan off extract's. Empty to
+        /// leave it to extract.
+        line_ends: Vec<usize>,
         /// The file it was read from.
         file: Arc<str>,
         /// The 1-based line in that file of the first line of `bytes`.
@@ -48,6 +52,27 @@ pub enum Item {
         /// The 1-based line in that file.
         line: u64,
     },
+}
+
+impl Item {
+    /// A block of whole JSON Lines (see [`Item::RawJsonLines`]), its line ends found here.
+    pub fn json_lines(bytes: Vec<u8>, file: Arc<str>, first_line: u64) -> Item {
+        Item::RawJsonLines {
+            line_ends: line_ends(&bytes),
+            bytes,
+            file,
+            first_line,
+        }
+    }
+}
+
+/// Where each line of `bytes` ends: one past each `\n`, and the end of a last line without one.
+pub(crate) fn line_ends(bytes: &[u8]) -> Vec<usize> {
+    let mut ends: Vec<usize> = memchr::memchr_iter(b'\n', bytes).map(|i| i + 1).collect();
+    if ends.last().copied().unwrap_or(0) < bytes.len() {
+        ends.push(bytes.len());
+    }
+    ends
 }
 
 impl From<Value> for Item {

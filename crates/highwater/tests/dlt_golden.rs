@@ -63,11 +63,11 @@ fn items_for(dir: &Path, files: &[String], feed: Feed) -> Vec<Item> {
                 let name: Arc<str> = Arc::from(path.display().to_string());
                 let lines: Vec<&str> = text.split_inclusive('\n').collect();
                 for (i, block) in lines.chunks(3).enumerate() {
-                    items.push(Item::RawJsonLines {
-                        bytes: block.concat().into_bytes(),
-                        file: name.clone(),
-                        first_line: 1 + 3 * i as u64,
-                    });
+                    items.push(Item::json_lines(
+                        block.concat().into_bytes(),
+                        name.clone(),
+                        1 + 3 * i as u64,
+                    ));
                 }
             }
         }

@@ -445,3 +445,38 @@ fn old_loaded_packages_keep_only_their_metadata() {
         assert_eq!(id.join("tables").exists(), i >= 2, "{}", id.display());
     }
 }
+
+#[test]
+fn json_lines_blocks_load_every_line_and_wrong_line_ends_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "blocks");
+    let file: std::sync::Arc<str> = "events.jsonl".into();
+    let block = |item: Item| {
+        let resource = Resource::new("t", move |_| Ok(vec![Ok(item.clone())].into_iter()));
+        resource.incremental(Incremental::new("id").unwrap())
+    };
+    // Two blocks: a blank line in the first, no line break at the end of the second.
+    let first = Item::json_lines(b"{\"id\":1}\n\n{\"id\":2}\n".to_vec(), file.clone(), 1);
+    p.run(block(first)).unwrap();
+    let second = Item::json_lines(b"{\"id\":2}\n{\"id\":3}".to_vec(), file.clone(), 4);
+    p.run(block(second)).unwrap();
+    let ids = "SELECT CAST(id AS VARCHAR) FROM data.t ORDER BY id";
+    let loaded = vec![vec![json!("1")], vec![json!("2")], vec![json!("3")]];
+    assert_eq!(rows(dir.path(), ids), loaded);
+    let state = p.local_state().unwrap();
+
+    // Line ends that stop short of the text would drop its last line: refused, nothing loaded.
+    let wrong = Item::RawJsonLines {
+        bytes: b"{\"id\":4}\n{\"id\":5}\n".to_vec(),
+        line_ends: vec![9],
+        file,
+        first_line: 6,
+    };
+    let err = p.run(block(wrong)).unwrap_err().to_string();
+    assert!(
+        err.contains("events.jsonl:6") && err.contains("line ends"),
+        "{err}"
+    );
+    assert_eq!(rows(dir.path(), ids), loaded);
+    assert_eq!(p.local_state().unwrap(), state);
+}

@@ -184,14 +184,13 @@ impl Iterator for JsonLines {
         }
         match self.read_block() {
             Ok(Some(bytes)) => {
-                let first_line = self.next_line;
-                self.next_line += memchr::memchr_iter(b'\n', &bytes).count() as u64;
                 // Parsed later, only where needed (extract passes lines through when it can).
-                Some(Ok(Item::RawJsonLines {
-                    bytes,
-                    file: self.path.clone(),
-                    first_line,
-                }))
+                // The line ends are found here, on the reading thread.
+                let item = Item::json_lines(bytes, self.path.clone(), self.next_line);
+                if let Item::RawJsonLines { line_ends, .. } = &item {
+                    self.next_line += line_ends.len() as u64;
+                }
+                Some(Ok(item))
             }
             Ok(None) => None,
             Err(e) => {
@@ -380,6 +379,7 @@ mod tests {
                     bytes,
                     file,
                     first_line,
+                    ..
                 } => {
                     for (i, text) in bytes.split(|&b| b == b'\n').enumerate() {
                         let line = first_line + i as u64;
