@@ -113,6 +113,80 @@ pub fn parse_bare_date(s: &str) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(year as i32, month, day).filter(|_| year >= 1)
 }
 
+/// The second of a UTC timestamp text as the number `YYYYMMDDhhmmss`, read without building a
+/// date: numbers of two texts compare as their instants do, to the second. Only for
+/// `YYYY-MM-DD[T ]hh:mm:ss[.fff…]` with no offset, `Z` or a zero offset, and fields in range
+/// (no leap second); `None` for anything else, which [`parse_timestamp`] then decides.
+pub fn utc_second(b: &[u8]) -> Option<u64> {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (four_digits(b, 0)?, two_digits(b, 5)?, two_digits(b, 8)?);
+    let (hour, minute, second) = (two_digits(b, 11)?, two_digits(b, 14)?, two_digits(b, 17)?);
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let mut i = 19;
+    if matches!(b.get(i), Some(b'.' | b',')) {
+        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        i += 1 + digits;
+    }
+    if !matches!(
+        &b[i..],
+        b"" | b"Z" | b"z" | b"+00:00" | b"-00:00" | b"+0000" | b"-0000" | b"+00" | b"-00"
+    ) {
+        return None;
+    }
+    Some(second_number(year, month, day, hour, minute, second))
+}
+
+/// [`utc_second`] of an instant; `None` outside years 0 to 9999.
+pub fn utc_second_of(t: &DateTime<Utc>) -> Option<u64> {
+    use chrono::{Datelike, Timelike};
+    let year = u32::try_from(t.year()).ok().filter(|&y| y <= 9999)?;
+    Some(second_number(
+        year,
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+    ))
+}
+
+fn second_number(year: u32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> u64 {
+    [month, day, hour, minute, second]
+        .into_iter()
+        .fold(u64::from(year), |n, part| n * 100 + u64::from(part))
+}
+
+/// Days in `month` of `year` in the proleptic Gregorian calendar, as chrono counts them.
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 fn date_prefix(b: &[u8]) -> Option<NaiveDate> {
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
@@ -139,6 +213,7 @@ fn four_digits(b: &[u8], i: usize) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Datelike;
 
     fn ts(s: &str) -> Option<String> {
         parse_timestamp(s).map(|t| t.to_rfc3339())
@@ -179,5 +254,58 @@ mod tests {
         }
         assert!(parse_date("2024-02-29").is_some());
         assert!(parse_date("2023-02-29").is_none());
+    }
+
+    #[test]
+    fn utc_second_agrees_with_parse_timestamp() {
+        let taken = [
+            ("2024-01-04T11:20:03Z", 20240104112003),
+            ("2024-01-04 11:20:03", 20240104112003),
+            ("2024-01-04t11:20:03.999999999z", 20240104112003),
+            ("2024-02-29T23:59:59,5+00:00", 20240229235959),
+            ("2000-02-29T00:00:00-0000", 20000229000000),
+            ("0000-02-29T00:00:00+00", 229000000),
+            ("9999-12-31T23:59:59Z", 99991231235959),
+        ];
+        for (text, number) in taken {
+            assert_eq!(utc_second(text.as_bytes()), Some(number), "{text}");
+            let parsed = parse_timestamp(text).unwrap();
+            assert_eq!(utc_second_of(&parsed), Some(number), "{text}");
+        }
+        // Left to the parser: other offsets, leap seconds, short forms, and anything invalid.
+        for text in [
+            "2024-01-04T11:20:03+01:00",
+            "2024-01-04T11:20:60Z",
+            "2024-01-04T11:20Z",
+            "2024-01-04",
+            "2023-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2024-04-31T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-00-01T00:00:00Z",
+            "2024-01-00T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T00:60:00Z",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01T00:00:00Zx",
+            "2024-01-01X00:00:00Z",
+            "2024-01-01T00:00:0aZ",
+        ] {
+            assert_eq!(utc_second(text.as_bytes()), None, "{text}");
+        }
+        // Every text it takes, the parser takes as the same second, across every day of two
+        // years (one leap) and the edges of each day.
+        let mut day = NaiveDate::from_ymd_opt(2023, 1, 1).unwrap();
+        while day.year_ce().1 < 2025 {
+            for time in ["00:00:00", "23:59:59.999Z", "12:34:56+00:00"] {
+                let text = format!("{}T{time}", day.format("%Y-%m-%d"));
+                let number = utc_second(text.as_bytes()).unwrap();
+                assert_eq!(
+                    utc_second_of(&parse_timestamp(&text).unwrap()),
+                    Some(number)
+                );
+            }
+            day = day.succ_opt().unwrap();
+        }
     }
 }

@@ -17,6 +17,7 @@ pub use path::CursorPath;
 
 use crate::error::{Error, Result};
 use crate::hash::shake128_b64;
+use crate::timeparse;
 use probe::Probed;
 
 /// A custom last-value function: folds the cursor values given (one or two: the item's and the
@@ -282,6 +283,9 @@ pub(crate) struct IncrementalRun {
     initial_raw: Option<Value>,
     start_raw: Option<Value>,
     start: Option<CursorValue>,
+    /// The start as [`timeparse::utc_second`] numbers it, when rows can be checked against it by
+    /// that number alone: a timestamp cursor, the `max` function, no end value.
+    start_second: Option<u64>,
     end: Option<CursorValue>,
     last: Option<CursorValue>,
     dedup_key: Option<Vec<String>>,
@@ -337,6 +341,7 @@ impl IncrementalRun {
             resource: resource.to_string(),
             kind: hinted_kind,
             start: None,
+            start_second: None,
             end: None,
             last: None,
             dedup_key,
@@ -392,6 +397,12 @@ impl IncrementalRun {
         self.end = match &self.config.end_value {
             Some(raw) => Some(self.parse_bound(raw, kind, "end_value", location)?),
             None => None,
+        };
+        self.start_second = match (&start, &self.config.last_value_func, &self.end) {
+            (Some(CursorValue::Timestamp(t)), LastValueFunc::Max, None) => {
+                timeparse::utc_second_of(t)
+            }
+            _ => None,
         };
         self.last = start.clone();
         self.start = start;
@@ -626,9 +637,22 @@ impl IncrementalRun {
         let value = match (self.kind, probe::probe(json, field)) {
             (_, None) => return false,
             // The common case, a string cursor of a known kind: no value is built.
-            (Some(kind), Some(Probed::Plain(text))) => CursorValue::parse_str(text, kind),
+            (Some(kind), Some(Probed::Plain(text))) => {
+                if let Some(before) = self.before_start_by_second(text) {
+                    if before {
+                        self.start_out_of_range = true;
+                        self.end_out_of_range = false;
+                    }
+                    return before;
+                }
+                std::str::from_utf8(text)
+                    .ok()
+                    .and_then(|text| CursorValue::parse_str(text, kind))
+            }
             (_, Some(probed)) => {
-                let raw = probed.into_value();
+                let Some(raw) = probed.into_value() else {
+                    return false;
+                };
                 if raw.is_null() {
                     return false;
                 }
@@ -662,6 +686,18 @@ impl IncrementalRun {
             }
         }
         false
+    }
+
+    /// Whether a timestamp cursor's text lies before the start, read from its digits alone
+    /// (most rows of a second run): `None` when the text is not a plain UTC timestamp or falls in
+    /// the start's own second, and parsing decides.
+    fn before_start_by_second(&self, text: &[u8]) -> Option<bool> {
+        let start = self.start_second?;
+        match timeparse::utc_second(text)?.cmp(&start) {
+            std::cmp::Ordering::Less => Some(true),
+            std::cmp::Ordering::Greater => Some(false),
+            std::cmp::Ordering::Equal => None,
+        }
     }
 
     /// The fields [`Self::filter`] needs (the cursor, and the dedup key when dedup is on) read
@@ -951,6 +987,52 @@ mod tests {
         let ids: Vec<_> = kept2.iter().map(|v| v["id"].clone()).collect();
         assert_eq!(ids, vec![json!(5), json!(6)]);
         assert_eq!(state2["last_value"], json!(13));
+    }
+
+    #[test]
+    fn prefilter_decides_by_the_second_as_parsing_does() {
+        let start = "2024-01-04T11:20:03.5Z";
+        let bind = |inc: Incremental| {
+            IncrementalRun::bind(inc, "r", None, Some(CursorKind::Timestamp), None).unwrap()
+        };
+        let inc = Incremental::new("ts").unwrap().initial_value(start);
+        let mut by_second = bind(inc.clone());
+        // An end value turns the shortcut off, and lies after every cursor below.
+        let mut parsed = bind(inc.end_value("9999-12-31T23:59:59Z"));
+        assert!(by_second.start_second.is_some() && parsed.start_second.is_none());
+        let texts: Vec<&[u8]> = vec![
+            b"2024-01-04T11:20:02Z",
+            b"2024-01-04T11:20:02.999999Z",
+            b"2024-01-04T11:20:03Z",
+            b"2024-01-04T11:20:03.4Z",
+            b"2024-01-04T11:20:03.5Z",
+            b"2024-01-04T11:20:03.6+00:00",
+            b"2024-01-04T11:20:04Z",
+            b"2023-12-31 23:59:59",
+            b"2024-01-04T12:20:02+01:00",
+            b"2024-01-04T10:20:04-01:00",
+            b"2024-01-04T11:20:60Z",
+            b"2024-01-04",
+            b"2023-02-29T00:00:00Z",
+            b"2024-01-0\xff",
+            b"later",
+        ];
+        for text in texts {
+            let mut line = br#"{"id":1,"ts":""#.to_vec();
+            line.extend_from_slice(text);
+            line.extend_from_slice(br#""}"#);
+            let shown = String::from_utf8_lossy(text);
+            assert_eq!(
+                by_second.prefilter(&line),
+                parsed.prefilter(&line),
+                "{shown}"
+            );
+            assert_eq!(
+                (by_second.start_out_of_range, by_second.end_out_of_range),
+                (parsed.start_out_of_range, parsed.end_out_of_range),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

@@ -9,17 +9,21 @@ use serde_json::Value;
 /// A top-level field read from JSON text.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Probed<'a> {
-    /// A string without escapes, borrowed from the text (most cursors): no value is built.
-    Plain(&'a str),
+    /// The bytes of a string without escapes, borrowed from the text (most cursors): no value
+    /// is built, and the bytes are checked to be UTF-8 only where they are read as text.
+    Plain(&'a [u8]),
     /// Anything else, parsed.
     Value(Value),
 }
 
 impl Probed<'_> {
-    pub(crate) fn into_value(self) -> Value {
+    /// The field as a value; `None` for bytes that are not UTF-8 (the full parse reports them).
+    pub(crate) fn into_value(self) -> Option<Value> {
         match self {
-            Probed::Plain(text) => Value::String(text.to_string()),
-            Probed::Value(value) => value,
+            Probed::Plain(text) => std::str::from_utf8(text)
+                .ok()
+                .map(|text| Value::String(text.to_string())),
+            Probed::Value(value) => Some(value),
         }
     }
 }
@@ -48,11 +52,11 @@ pub(crate) fn probe<'a>(json: &'a [u8], field: &str) -> Option<Probed<'a>> {
 
 /// [`probe`] as a value.
 pub(crate) fn probe_field(json: &[u8], field: &str) -> Option<Value> {
-    probe(json, field).map(Probed::into_value)
+    probe(json, field).and_then(Probed::into_value)
 }
 
-/// The string at the start of `text` when it has no escapes, borrowed.
-fn plain_str(text: &[u8]) -> Option<&str> {
+/// The bytes of the string at the start of `text` when it has no escapes, borrowed.
+fn plain_str(text: &[u8]) -> Option<&[u8]> {
     let rest = text.strip_prefix(b"\"")?;
     let end = rest
         .iter()
@@ -60,7 +64,7 @@ fn plain_str(text: &[u8]) -> Option<&str> {
     if rest[end] != b'"' {
         return None;
     }
-    std::str::from_utf8(&rest[..end]).ok()
+    Some(&rest[..end])
 }
 
 /// Where the value of `"field":` at depth one starts (after blanks); `None` on anything
@@ -196,7 +200,7 @@ mod tests {
         let text = br#"{"a": {"ts": "inner"}, "ts" :  "2024-01-01T00:00:00Z", "n": 5}"#;
         assert_eq!(
             probe(text, "ts"),
-            Some(Probed::Plain("2024-01-01T00:00:00Z"))
+            Some(Probed::Plain(b"2024-01-01T00:00:00Z"))
         );
         assert_eq!(probe(text, "n"), Some(Probed::Value(json!(5))));
         assert_eq!(probe(text, "missing"), None);
@@ -205,6 +209,6 @@ mod tests {
             Some(Probed::Value(json!("a\"b")))
         );
         assert_eq!(probe(br#"{"ts": "unterminated"#, "ts"), None);
-        assert_eq!(probe(br#"{"ts": ""}"#, "ts"), Some(Probed::Plain("")));
+        assert_eq!(probe(br#"{"ts": ""}"#, "ts"), Some(Probed::Plain(b"")));
     }
 }
