@@ -267,24 +267,23 @@ impl ResourceExtract {
         let is_static = self.static_table().is_some();
         if let Some(run) = &self.incremental {
             let mut run = run.lock().unwrap_or_else(|p| p.into_inner());
-            if run.prefilter(json) {
-                // Only the cursor was read: rows already loaded cost a scan.
+            // One table: the row is written as it came, so its text alone decides.
+            let verdict = if is_static {
+                run.filter_text(json, &format_args!("{file}:{line}: "))
+                    .transpose()?
+            } else {
+                None
+            };
+            // Else rows plainly out of range are dropped from the text of their cursor.
+            let verdict = verdict.or_else(|| run.prefilter(json).then_some(Verdict::Drop));
+            if let Some(verdict) = verdict {
                 let flow = Flow::after(&run);
                 drop(run);
                 self.items += 1;
-                return Ok(flow);
-            }
-            if is_static {
-                if let Some(fields) = run.probe_row(json) {
-                    let verdict = run.filter(&fields, &format!("{file}:{line}: "))?;
-                    let flow = Flow::after(&run);
-                    drop(run);
-                    self.items += 1;
-                    if verdict == Verdict::Keep {
-                        self.write_text(out, json, file, line)?;
-                    }
-                    return Ok(flow);
+                if verdict == Verdict::Keep {
+                    self.write_text(out, json, file, line)?;
                 }
+                return Ok(flow);
             }
         } else if is_static {
             self.items += 1;

@@ -172,7 +172,7 @@ impl IncrementalRun {
         };
         let (values, kind) = comparable(&column).map_err(|e| self.error("", e))?;
         if self.kind.is_none() {
-            self.resolve(kind, "")?;
+            self.resolve(kind, &"")?;
         } else if self.kind != Some(kind)
             && !(self.kind == Some(CursorKind::Number) && kind == CursorKind::Number)
         {

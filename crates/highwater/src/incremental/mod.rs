@@ -7,7 +7,9 @@ mod cursor;
 mod path;
 mod probe;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::fmt::Display;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
@@ -364,13 +366,13 @@ impl IncrementalRun {
             run.kind = stored_last.and_then(CursorKind::infer);
         }
         if let Some(kind) = run.kind {
-            run.resolve(kind, "")?;
+            run.resolve(kind, &"")?;
         }
         Ok(run)
     }
 
     /// Parses the range once the cursor's kind is known.
-    fn resolve(&mut self, kind: CursorKind, location: &str) -> Result<()> {
+    fn resolve(&mut self, kind: CursorKind, location: &dyn Display) -> Result<()> {
         self.kind = Some(kind);
         let mut start = match &self.start_raw {
             Some(raw) => Some(self.parse_bound(raw, kind, "start value", location)?),
@@ -414,7 +416,7 @@ impl IncrementalRun {
         raw: &Value,
         kind: CursorKind,
         what: &str,
-        location: &str,
+        location: &dyn Display,
     ) -> Result<CursorValue> {
         CursorValue::parse(raw, kind).ok_or_else(|| {
             self.error(
@@ -427,7 +429,7 @@ impl IncrementalRun {
         })
     }
 
-    fn error(&self, location: &str, message: String) -> Error {
+    fn error(&self, location: impl Display, message: String) -> Error {
         Error::Incremental {
             location: location.to_string(),
             resource: self.resource.clone(),
@@ -445,8 +447,7 @@ impl IncrementalRun {
     }
 
     /// Decides whether `item` is kept and moves the last value (dlt's per-row filter).
-    pub(crate) fn filter(&mut self, item: &Value, location: &str) -> Result<Verdict> {
-        use std::cmp::Ordering::*;
+    pub(crate) fn filter(&mut self, item: &Value, location: &dyn Display) -> Result<Verdict> {
         if let LastValueFunc::Custom(f) = &self.config.last_value_func {
             let f = f.clone();
             return self.filter_custom(&f, item, location);
@@ -500,6 +501,17 @@ impl IncrementalRun {
                 ),
             )
         })?;
+        self.judge(value, &mut |run| run.row_key(item, location))
+    }
+
+    /// The range and boundary checks of [`Self::filter`] for a row's cursor value. `key` gives
+    /// the row's dedup text, asked for only when the row is the newest or at a boundary.
+    fn judge(
+        &mut self,
+        value: CursorValue,
+        key: &mut dyn FnMut(&Self) -> Result<String>,
+    ) -> Result<Verdict> {
+        use std::cmp::Ordering::*;
         self.start_out_of_range = false;
         self.end_out_of_range = false;
         if let Some(end) = &self.end {
@@ -516,7 +528,7 @@ impl IncrementalRun {
         if is_new_best {
             self.last = Some(value);
             if self.dedup {
-                self.best_key = Some(self.row_key(item, location)?);
+                self.best_key = Some(key(self)?);
                 self.hashes.clear();
             }
             self.kept_rows += 1;
@@ -534,7 +546,7 @@ impl IncrementalRun {
                 return Ok(Verdict::Drop);
             }
             if order == Equal && self.dedup {
-                let hash = self.row_hash(item, location)?;
+                let hash = key_hash(&key(self)?);
                 if self.start_hashes.contains(&hash) {
                     self.start_out_of_range = true;
                     return Ok(Verdict::Drop);
@@ -550,7 +562,7 @@ impl IncrementalRun {
         {
             let hash = match row_hash {
                 Some(hash) => hash,
-                None => self.row_hash(item, location)?,
+                None => key_hash(&key(self)?),
             };
             self.hashes.insert(hash);
         }
@@ -563,7 +575,7 @@ impl IncrementalRun {
         &mut self,
         f: &CustomLastValue,
         item: &Value,
-        location: &str,
+        location: &dyn Display,
     ) -> Result<Verdict> {
         let Some(v) = self.config.cursor_path.find(item).filter(|v| !v.is_null()) else {
             return match self.config.on_cursor_value_missing {
@@ -609,14 +621,18 @@ impl IncrementalRun {
                     self.start_out_of_range = true;
                     return Ok(Verdict::Drop);
                 }
-                if self.dedup && self.start_hashes.contains(&self.row_hash(item, location)?) {
+                if self.dedup
+                    && self
+                        .start_hashes
+                        .contains(&key_hash(&self.row_key(item, location)?))
+                {
                     self.start_out_of_range = true;
                     return Ok(Verdict::Drop);
                 }
             }
         }
         if self.dedup && self.custom_last.as_ref() == Some(&alone) {
-            let hash = self.row_hash(item, location)?;
+            let hash = key_hash(&self.row_key(item, location)?);
             self.hashes.insert(hash);
         }
         self.kept_rows += 1;
@@ -659,7 +675,7 @@ impl IncrementalRun {
                 let kind = match self.kind {
                     Some(kind) => kind,
                     None => match CursorKind::infer(&raw) {
-                        Some(kind) if self.resolve(kind, "").is_ok() => kind,
+                        Some(kind) if self.resolve(kind, &"").is_ok() => kind,
                         _ => return false,
                     },
                 };
@@ -700,64 +716,83 @@ impl IncrementalRun {
         }
     }
 
-    /// The fields [`Self::filter`] needs (the cursor, and the dedup key when dedup is on) read
-    /// from the JSON text alone, as a small object; `None` when they cannot be read that way
-    /// (nested cursor, whole-row hashing, custom function, cursor not found or malformed text),
-    /// and the caller parses the row.
-    pub(crate) fn probe_row(&self, json: &[u8]) -> Option<Value> {
+    /// [`Self::filter`] for a row still in JSON text, reading its cursor and dedup key from the
+    /// text alone: rows before the start cost a scan, kept rows no parse into a value tree.
+    /// `None` when the text cannot be read that way (nested cursor, whole-row hashing, custom
+    /// function, cursor kind not known yet, cursor not found or malformed text), and the caller
+    /// parses the row.
+    pub(crate) fn filter_text(
+        &mut self,
+        json: &[u8],
+        location: &dyn Display,
+    ) -> Option<Result<Verdict>> {
         if matches!(self.config.last_value_func, LastValueFunc::Custom(_)) {
             return None;
         }
-        let cursor = self.config.cursor_path.single_field()?;
-        let key: &[String] = if self.dedup {
-            self.dedup_key.as_deref()?
-        } else {
-            &[]
+        let field = self.config.cursor_path.single_field()?;
+        let kind = self.kind?;
+        if self.dedup && self.dedup_key.is_none() {
+            return None;
+        }
+        let value = match probe::probe(json, field)? {
+            Probed::Plain(text) => {
+                if self.before_start_by_second(text) == Some(true) {
+                    self.start_out_of_range = true;
+                    self.end_out_of_range = false;
+                    return Some(Ok(Verdict::Drop));
+                }
+                CursorValue::parse_str(std::str::from_utf8(text).ok()?, kind)?
+            }
+            Probed::Value(raw) if !raw.is_null() => CursorValue::parse(&raw, kind)?,
+            Probed::Value(_) => return None,
         };
-        let mut fields = Map::new();
-        fields.insert(cursor.to_string(), probe::probe_field(json, cursor)?);
-        for k in key {
-            if let Some(v) = probe::probe_field(json, k) {
-                fields.insert(k.clone(), v);
+        // Asked for only with dedup on, so with a key.
+        Some(self.judge(value, &mut |run| {
+            let key = run.dedup_key.as_deref().unwrap_or_default();
+            run.key_text(
+                key,
+                |k| probe::probe_field(json, k).map(Cow::Owned),
+                location,
+            )
+        }))
+    }
+
+    /// The canonical text a row's boundary hash is made from: its dedup key, or its whole
+    /// content without a key.
+    fn row_key(&self, item: &Value, location: &dyn Display) -> Result<String> {
+        match &self.dedup_key {
+            Some(key) => self.key_text(key, |k| item.get(k).map(Cow::Borrowed), location),
+            None => {
+                let mut canonical = String::new();
+                write_canonical(item, &mut canonical);
+                Ok(canonical)
             }
         }
-        Some(Value::Object(fields))
     }
 
-    /// The boundary hash of a row: its dedup key, or its whole content without a key.
-    fn row_hash(&self, item: &Value, location: &str) -> Result<String> {
-        Ok(key_hash(&self.row_key(item, location)?))
-    }
-
-    /// The canonical text a row's boundary hash is made from.
-    fn row_key(&self, item: &Value, location: &str) -> Result<String> {
+    /// The canonical text of the dedup `key`, its fields read by `field`.
+    fn key_text<'v>(
+        &self,
+        key: &[String],
+        mut field: impl FnMut(&str) -> Option<Cow<'v, Value>>,
+        location: &dyn Display,
+    ) -> Result<String> {
+        let missing = |k: &str| {
+            self.error(
+                location,
+                format!("item has no primary key field {k:?} for boundary dedup"),
+            )
+        };
         let mut canonical = String::new();
-        match &self.dedup_key {
-            Some(key) if key.len() == 1 => {
-                let v = item.get(&key[0]).ok_or_else(|| {
-                    self.error(
-                        location,
-                        format!(
-                            "item has no primary key field {:?} for boundary dedup",
-                            key[0]
-                        ),
-                    )
-                })?;
-                write_canonical(v, &mut canonical);
-            }
-            Some(key) => {
-                let mut values = Vec::with_capacity(key.len());
-                for k in key {
-                    values.push(item.get(k).cloned().ok_or_else(|| {
-                        self.error(
-                            location,
-                            format!("item has no primary key field {k:?} for boundary dedup"),
-                        )
-                    })?);
-                }
-                write_canonical(&Value::Array(values), &mut canonical);
-            }
-            None => write_canonical(item, &mut canonical),
+        if let [k] = key {
+            let value = field(k).ok_or_else(|| missing(k))?;
+            write_canonical(&value, &mut canonical);
+        } else {
+            let values = key
+                .iter()
+                .map(|k| field(k).map(Cow::into_owned).ok_or_else(|| missing(k)))
+                .collect::<Result<Vec<_>>>()?;
+            write_canonical(&Value::Array(values), &mut canonical);
         }
         Ok(canonical)
     }
@@ -956,7 +991,7 @@ mod tests {
         let mut run = IncrementalRun::bind(inc, "r", key, None, stored).unwrap();
         let kept = items
             .iter()
-            .filter(|item| run.filter(item, "").unwrap() == Verdict::Keep)
+            .filter(|item| run.filter(item, &"").unwrap() == Verdict::Keep)
             .cloned()
             .collect();
         (kept, run.to_state(stored))
@@ -987,6 +1022,70 @@ mod tests {
         let ids: Vec<_> = kept2.iter().map(|v| v["id"].clone()).collect();
         assert_eq!(ids, vec![json!(5), json!(6)]);
         assert_eq!(state2["last_value"], json!(13));
+    }
+
+    #[test]
+    fn rows_judged_from_their_text_fare_as_parsed_rows() {
+        // Two runs over the same rows, one reading the text, one the parsed values: the same
+        // rows kept, the same state and the same errors, for one key, two keys and no dedup.
+        let rows = [
+            r#"{"id":1,"k":"a","ts":"2024-01-04T11:20:02Z"}"#,
+            r#"{"id":2,"k":"a","ts":"2024-01-04T11:20:03.5Z"}"#,
+            r#"{"id":3,"k":"b","ts":"2024-01-04T11:20:03.5Z"}"#,
+            r#"{"id":4,"k":"a","ts":"2024-01-04T11:20:03.4Z"}"#,
+            r#"{"id":5,"k":"a","ts":"2024-01-04T12:20:03.5+01:00"}"#,
+            r#"{"id":6,"k":"a","ts":"2024-01-04T11:20:04Z"}"#,
+            r#"{"id":7,"k":"a","ts":"2024-01-04T11:20:04Z"}"#,
+            r#"{"id":8,"k":"a","ts":"2024-01-04T11:20:04.000001Z"}"#,
+        ];
+        let stored = json!({
+            "initial_value": "2024-01-01T00:00:00Z",
+            "last_value": "2024-01-04T11:20:03.5Z",
+            "unique_hashes": [key_hash("2")],
+        });
+        let keys: [Option<Vec<String>>; 3] = [
+            Some(vec!["id".into()]),
+            Some(vec!["id".into(), "k".into()]),
+            Some(vec![]),
+        ];
+        for key in keys {
+            let inc = Incremental::new("ts").unwrap();
+            let bind = || {
+                let kind = Some(CursorKind::Timestamp);
+                IncrementalRun::bind(inc.clone(), "r", key.as_deref(), kind, Some(&stored)).unwrap()
+            };
+            let (mut from_text, mut parsed) = (bind(), bind());
+            let mut kept = Vec::new();
+            for row in rows {
+                let by_text = from_text.filter_text(row.as_bytes(), &"").unwrap().unwrap();
+                let value: Value = serde_json::from_str(row).unwrap();
+                assert_eq!(
+                    by_text,
+                    parsed.filter(&value, &"").unwrap(),
+                    "{key:?} {row}"
+                );
+                if by_text == Verdict::Keep {
+                    kept.push(value["id"].as_i64().unwrap());
+                }
+            }
+            if key == Some(vec!["id".to_string()]) {
+                // Id 2 was loaded at the start value; ids 3 and 5 share it but are new.
+                assert_eq!(kept, [3, 5, 6, 7, 8]);
+            }
+            assert_eq!(
+                from_text.to_state(Some(&stored)),
+                parsed.to_state(Some(&stored)),
+                "{key:?}"
+            );
+        }
+        // A row without its key field is refused either way, with its place.
+        let key = vec!["id".to_string()];
+        let inc = Incremental::new("ts").unwrap();
+        let mut run = IncrementalRun::bind(inc, "r", Some(&key), None, Some(&stored)).unwrap();
+        let row = r#"{"ts":"2024-01-04T11:20:03.5Z"}"#;
+        let err = run.filter_text(row.as_bytes(), &"f.jsonl:3: ");
+        let err = err.unwrap().unwrap_err().to_string();
+        assert!(err.contains("f.jsonl:3") && err.contains("\"id\""), "{err}");
     }
 
     #[test]
@@ -1050,7 +1149,7 @@ mod tests {
         assert_eq!(kept.len(), 2);
         let mut run = IncrementalRun::bind(inc, "r", None, None, None).unwrap();
         let err = run
-            .filter(&json!({"other": 1}), "f.jsonl:7: ")
+            .filter(&json!({"other": 1}), &"f.jsonl:7: ")
             .unwrap_err()
             .to_string();
         assert!(
