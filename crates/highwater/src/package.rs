@@ -8,6 +8,7 @@
 //!   normalized/<load_id>/   manifest.json + schema.json + files.json + tables/*.parquet
 //!   loaded/<load_id>/       committed to the destination
 //!   locks/<load_id>.lock    held by the process working on the package
+//!   discarded/<load_id>/    items already normalized, being deleted in the background
 //! ```
 //! A package whose lock can be taken belongs to no running process and may be recovered.
 
@@ -171,6 +172,30 @@ impl PackageStore {
         self.stage_dir(stage).join(load_id)
     }
 
+    fn discarded_dir(&self) -> PathBuf {
+        self.root.join("discarded")
+    }
+
+    /// Takes `dir` (of package `load_id`) out of the stages with one rename and deletes it on a
+    /// background thread, so deleting a large items file does not hold up the run. What the
+    /// thread does not finish, the next [`Self::recover`] does.
+    fn discard(&self, dir: &Path, load_id: &str) -> Result<()> {
+        let to = self.discarded_dir().join(load_id);
+        remove_dir_if_exists(&to)?;
+        create_dir_all(&self.discarded_dir())?;
+        match fs::rename(dir, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("moving package to", &to, e)),
+        }
+        std::thread::spawn(move || {
+            if let Err(e) = remove_dir_if_exists(&to) {
+                tracing::warn!("{e}");
+            }
+        });
+        Ok(())
+    }
+
     fn lock_path(&self, load_id: &str) -> PathBuf {
         self.root.join("locks").join(format!("{load_id}.lock"))
     }
@@ -223,6 +248,10 @@ impl PackageStore {
     /// Half-done stages are cleaned up: an abandoned extract is deleted, an interrupted
     /// normalize is redone.
     pub fn recover(&self) -> Result<Vec<Package>> {
+        // Deletions a process did not finish; nothing in there is read again.
+        if let Err(e) = remove_dir_if_exists(&self.discarded_dir()) {
+            tracing::warn!("{e}");
+        }
         let mut ids: Vec<String> = Vec::new();
         for stage in [
             Stage::New,
@@ -327,7 +356,8 @@ impl Package {
         create_dir_all(to.parent().unwrap_or(&to))?;
         fs::rename(&from, &to).map_err(|e| Error::io("moving package to", &to, e))?;
         sync_dir(to.parent().unwrap_or(&to));
-        remove_dir_if_exists(&self.dir_in(Stage::Extracted))?;
+        self.store
+            .discard(&self.dir_in(Stage::Extracted), &self.load_id)?;
         self.stage = Stage::Normalized;
         Ok(())
     }
@@ -648,5 +678,49 @@ fn list_dir(dir: &Path) -> Result<Vec<String>> {
 fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_until_gone(dir: &Path) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while dir.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        !dir.exists()
+    }
+
+    #[test]
+    fn normalized_items_are_discarded_and_leftovers_go_at_recovery() {
+        let work = tempfile::tempdir().unwrap();
+        let store = PackageStore::new(work.path());
+        let mut package = store.create().unwrap();
+        fs::create_dir_all(package.dir().join("items")).unwrap();
+        fs::write(package.dir().join("items/0.jsonl"), "{}\n").unwrap();
+        package.move_to(Stage::Extracted).unwrap();
+        package.begin_normalize().unwrap();
+        package.commit_normalize().unwrap();
+        assert!(!package.dir_in(Stage::Extracted).exists());
+        assert!(package.dir_in(Stage::Normalized).exists());
+        let discarded = store.discarded_dir().join(&package.load_id);
+        assert!(wait_until_gone(&discarded));
+
+        // A deletion the process did not finish: the next recovery ends it, and leaves the
+        // normalized package pending.
+        let leftover = store.discarded_dir().join("1.0000000/items");
+        fs::create_dir_all(&leftover).unwrap();
+        fs::write(leftover.join("0.jsonl"), "{}\n").unwrap();
+        let id = package.load_id.clone();
+        package.release();
+        let pending = store.recover().unwrap();
+        assert!(!store.discarded_dir().exists());
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            (pending[0].load_id.as_str(), pending[0].stage),
+            (id.as_str(), Stage::Normalized)
+        );
     }
 }
