@@ -621,18 +621,14 @@ impl IncrementalRun {
                     self.start_out_of_range = true;
                     return Ok(Verdict::Drop);
                 }
-                if self.dedup
-                    && self
-                        .start_hashes
-                        .contains(&key_hash(&self.row_key(item, location)?))
-                {
+                if self.dedup && self.start_hashes.contains(&self.row_hash(item, location)?) {
                     self.start_out_of_range = true;
                     return Ok(Verdict::Drop);
                 }
             }
         }
         if self.dedup && self.custom_last.as_ref() == Some(&alone) {
-            let hash = key_hash(&self.row_key(item, location)?);
+            let hash = self.row_hash(item, location)?;
             self.hashes.insert(hash);
         }
         self.kept_rows += 1;
@@ -755,6 +751,11 @@ impl IncrementalRun {
                 location,
             )
         }))
+    }
+
+    /// The boundary hash of a row: its dedup key, or its whole content without a key.
+    fn row_hash(&self, item: &Value, location: &dyn Display) -> Result<String> {
+        Ok(key_hash(&self.row_key(item, location)?))
     }
 
     /// The canonical text a row's boundary hash is made from: its dedup key, or its whole
