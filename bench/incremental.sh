@@ -59,7 +59,7 @@ fi
 seconds() { awk -v label="$1" 'index($0, label) == 1 { v = $(NF - 4) } END { print v }' "$work/log"; }
 
 # Second runs, alternating with dlt's when DLT_PYTHON is set (PAIRS times, default 1): each side
-# starts from a copy of its first run's state, made before its timed process starts.
+# starts from a copy of its first run's state, made and synced before its timed process starts.
 pairs=${PAIRS:-1}
 for case in new unchanged; do
   file=$second; [ "$case" = unchanged ] && file=$first
@@ -67,9 +67,13 @@ for case in new unchanged; do
   for _ in $(seq "$pairs"); do
     rm -rf "$work/$case" && cp -r "$work/first" "$work/$case"
     pipeline "$work/$case" "$file"
+    # The copy is written out before the timed run, so its writeback does not land in that
+    # run's fsyncs (a scheduled run does not start behind a fresh copy of its own database).
+    sync
     measure "highwater second run ($case)" - "$bin" run "$work/$case/pipeline.toml" --progress none | tee -a "$work/log"
     if [ -n "${DLT_PYTHON:-}" ]; then
       rm -rf "$work/dlt-$case" && cp -r "$work/dlt-first" "$work/dlt-$case"
+      sync
       measure "dlt second run ($case)" - "${dlt[@]}" "$file" --workdir "$work/dlt-$case" --keep | tee -a "$work/log"
       ratios+=("$(awk "BEGIN{print $(seconds "dlt second run ($case)") / $(seconds "highwater second run ($case)")}")")
     fi
