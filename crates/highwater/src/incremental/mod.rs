@@ -651,10 +651,6 @@ impl IncrementalRun {
             // The common case, a string cursor of a known kind: no value is built.
             (Some(kind), Some(Probed::Plain(text))) => {
                 if let Some(before) = self.before_start_by_second(text) {
-                    if before {
-                        self.start_out_of_range = true;
-                        self.end_out_of_range = false;
-                    }
                     return before;
                 }
                 std::str::from_utf8(text)
@@ -702,11 +698,16 @@ impl IncrementalRun {
 
     /// Whether a timestamp cursor's text lies before the start, read from its digits alone
     /// (most rows of a second run): `None` when the text is not a plain UTC timestamp or falls in
-    /// the start's own second, and parsing decides.
-    fn before_start_by_second(&self, text: &[u8]) -> Option<bool> {
+    /// the start's own second, and parsing decides. A row before the start sets the
+    /// out-of-range flags as [`Self::filter`] would for it.
+    fn before_start_by_second(&mut self, text: &[u8]) -> Option<bool> {
         let start = self.start_second?;
         match timeparse::utc_second(text)?.cmp(&start) {
-            std::cmp::Ordering::Less => Some(true),
+            std::cmp::Ordering::Less => {
+                self.start_out_of_range = true;
+                self.end_out_of_range = false;
+                Some(true)
+            }
             std::cmp::Ordering::Greater => Some(false),
             std::cmp::Ordering::Equal => None,
         }
@@ -733,8 +734,6 @@ impl IncrementalRun {
         let value = match probe::probe(json, field)? {
             Probed::Plain(text) => {
                 if self.before_start_by_second(text) == Some(true) {
-                    self.start_out_of_range = true;
-                    self.end_out_of_range = false;
                     return Some(Ok(Verdict::Drop));
                 }
                 CursorValue::parse_str(std::str::from_utf8(text).ok()?, kind)?
