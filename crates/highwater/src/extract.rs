@@ -311,17 +311,32 @@ impl ResourceExtract {
         Ok(())
     }
 
-    /// Every line of a block of JSON Lines, in order, until the incremental says stop.
+    /// Every line of a block of JSON Lines, in order, until the incremental says stop. Empty
+    /// `line_ends` are found here; line ends that stop short of the text are refused.
     fn json_lines(
         &mut self,
         out: &mut PackageWriter<'_>,
         bytes: &[u8],
-        line_ends: &[usize],
+        line_ends: Vec<usize>,
         file: &Arc<str>,
         first_line: u64,
     ) -> Result<Flow> {
+        let line_ends = if line_ends.is_empty() {
+            crate::resource::line_ends(bytes)
+        } else if line_ends.last() != Some(&bytes.len()) {
+            return Err(Error::Resource {
+                resource: self.name.clone(),
+                message: format!(
+                    "{file}:{first_line}: a block of JSON lines whose line ends stop at {:?}, not at its end ({})",
+                    line_ends.last(),
+                    bytes.len()
+                ),
+            });
+        } else {
+            line_ends
+        };
         let mut start = 0;
-        for (line, &end) in (first_line..).zip(line_ends) {
+        for (line, &end) in (first_line..).zip(&line_ends) {
             let text = bytes.get(start..end).ok_or_else(|| Error::Resource {
                 resource: self.name.clone(),
                 message: format!("{file}:{line}: the block's line ends do not fit its text"),
@@ -379,23 +394,7 @@ impl ResourceExtract {
                 line_ends,
                 file,
                 first_line,
-            } => {
-                let line_ends = if line_ends.is_empty() {
-                    crate::resource::line_ends(&bytes)
-                } else if line_ends.last() != Some(&bytes.len()) {
-                    return Err(Error::Resource {
-                        resource: self.name.clone(),
-                        message: format!(
-                            "{file}:{first_line}: a block of JSON lines whose line ends stop at {:?}, not at its end ({})",
-                            line_ends.last(),
-                            bytes.len()
-                        ),
-                    });
-                } else {
-                    line_ends
-                };
-                return self.json_lines(out, &bytes, &line_ends, &file, first_line);
-            }
+            } => return self.json_lines(out, &bytes, line_ends, &file, first_line),
             Item::Json(value) => self.value(out, value, None)?,
             Item::Page(values) => {
                 // A page is filtered whole: the range check drops its rows outside the range.
