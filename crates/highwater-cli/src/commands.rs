@@ -1,21 +1,14 @@
 //! The subcommands besides `run`: `info`, `state`, `state reset`, `schema` and `drop`.
 
 use anyhow::{bail, Context, Result};
-use highwater::{DestinationConfig, Pipeline};
+use highwater::Pipeline;
 use serde_json::{json, Value};
 
 use crate::config::LoadedConfig;
 
-/// Whether the destination exists yet (reading commands do not create it).
-fn destination_exists(pipeline: &Pipeline) -> bool {
-    match pipeline.destination() {
-        DestinationConfig::DuckDb { path } => path.exists(),
-    }
-}
-
 /// `highwater info`: destination, dataset, tables with row counts, last loads, pending packages.
 pub fn info(pipeline: &Pipeline, as_json: bool) -> Result<()> {
-    let (tables, loads) = if destination_exists(pipeline) {
+    let (tables, loads) = if pipeline.destination().exists(pipeline.dataset())? {
         let mut destination = pipeline.open_destination()?;
         (destination.table_counts()?, destination.recent_loads(10)?)
     } else {

@@ -14,6 +14,10 @@ use toml::Spanned;
 pub struct PipelineFile {
     /// `[pipeline]`.
     pub pipeline: PipelineSection,
+    /// `[destination]`: the destination as a table (`kind` plus its own keys), instead of
+    /// `[pipeline] destination`.
+    #[serde(default)]
+    pub destination: Option<Spanned<toml::Table>>,
     /// `[[resources]]`.
     #[serde(default)]
     pub resources: Vec<ResourceConfig>,
@@ -25,7 +29,7 @@ pub struct PipelineFile {
 pub struct PipelineSection {
     /// Pipeline name.
     pub name: String,
-    /// `duckdb` (default) or `duckdb:PATH`.
+    /// `duckdb` (default), `duckdb:PATH`, `postgres://…`, `filesystem:PATH` or `s3://…`.
     #[serde(default)]
     pub destination: Option<Spanned<String>>,
     /// Dataset; default `<name>_dataset`.

@@ -2,6 +2,7 @@
 
 mod commands;
 mod config;
+mod destination;
 mod progress;
 mod sources;
 
@@ -10,9 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use highwater::{
-    DestinationConfig, Hints, Interval, Pipeline, Refresh, RunOptions, WriteDisposition,
-};
+use highwater::{Hints, Interval, Pipeline, Refresh, RunOptions, WriteDisposition};
 use serde_json::json;
 
 use config::LoadedConfig;
@@ -186,12 +185,7 @@ fn dispatch(cli: Cli) -> Result<()> {
 /// Builds the pipeline a pipeline file declares.
 fn pipeline_from(config: &LoadedConfig) -> Result<Pipeline> {
     let section = &config.file.pipeline;
-    let default_db = PathBuf::from(format!("{}.duckdb", section.name));
-    let destination = match &section.destination {
-        Some(spec) => DestinationConfig::parse(spec.get_ref(), default_db, &config.base)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", config.at(spec)))?,
-        None => DestinationConfig::DuckDb { path: default_db },
-    };
+    let destination = destination::destination_of(config)?;
     let mut builder = Pipeline::builder(section.name.clone()).destination(destination);
     if let Some(dataset) = &section.dataset {
         builder = builder.dataset(dataset.clone());

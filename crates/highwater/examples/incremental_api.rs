@@ -36,9 +36,7 @@ fn api_pages(n: i64, per_page: usize) -> Vec<Vec<Value>> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("highwater-example-{}", std::process::id()));
     let pipeline = Pipeline::builder("github_example")
-        .destination(DestinationConfig::DuckDb {
-            path: dir.join("example.duckdb"),
-        })
+        .destination(DestinationConfig::duckdb(dir.join("example.duckdb")))
         .working_dir(dir.join("work"))
         .build()?;
 

@@ -100,6 +100,20 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// Another run of the pipeline committed a newer state to the destination since this run
+    /// started from its state: loading would overwrite that run's progress.
+    #[error("destination {destination}: the state of pipeline {pipeline} there is at version {committed}, newer than version {base} this run started from: another run (from another working directory) committed in between, so nothing was loaded; the next run takes the newer state from the destination and loads what is still missing")]
+    StateConflict {
+        /// The pipeline.
+        pipeline: String,
+        /// Which destination.
+        destination: String,
+        /// The newest committed state version.
+        committed: i64,
+        /// The version the run started from.
+        base: i64,
+    },
+
     /// A file the pipeline wrote itself cannot be read back.
     #[error("corrupt {what}: {detail}")]
     Corrupt {

@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use arrow::record_batch::RecordBatch;
 use serde_json::Value;
 
+use crate::destination::Capabilities;
 use crate::error::{Error, Result};
 use crate::incremental::{IncrementalRun, IncrementalView, Verdict};
 use crate::package::{
     ArrowItemsWriter, ExtractedTable, ItemsFormat, ItemsWriter, Manifest, Package, TableSpec,
 };
-use crate::pipeline::ProgressEvent;
+use crate::progress::ProgressEvent;
 use crate::resource::{Hints, Item, Resource, ResourceContext, TableName};
 use crate::schema::WriteDisposition;
 use crate::state;
@@ -28,6 +29,9 @@ pub(crate) struct ExtractContext<'a> {
     pub normalize_table: &'a dyn Fn(&str) -> String,
     /// The root tables each resource has loaded into so far (from the stored schema).
     pub resource_tables: &'a HashMap<String, Vec<String>>,
+    /// What the destination supports: merge strategies it cannot carry out are refused here,
+    /// before anything is pulled.
+    pub capabilities: Capabilities,
 }
 
 /// The outcome of extracting into a package.
@@ -75,7 +79,7 @@ struct JsonOut {
 impl<'a> PackageWriter<'a> {
     fn create(package: &Package, normalize_table: &'a dyn Fn(&str) -> String) -> Result<Self> {
         let dir = package.dir();
-        crate::package::create_dir_all(&dir.join("items"))?;
+        crate::disk::create_dir_all(&dir.join("items"))?;
         Ok(PackageWriter {
             dir,
             normalize_table,
@@ -430,13 +434,25 @@ pub(crate) fn extract(
             max_table_nesting: hints.max_table_nesting,
             root_key: ctx.root_key,
         };
-        if disposition == WriteDisposition::Merge
-            && hints.merge_strategy == Some(crate::schema::MergeStrategy::Scd2)
-        {
-            return Err(Error::Config(format!(
-                "resource {}: merge strategy scd2 is not supported yet; use delete-insert, upsert or insert-only",
-                resource.name
-            )));
+        if disposition == WriteDisposition::Merge {
+            let strategy = hints.merge_strategy.unwrap_or_default();
+            let caps = ctx.capabilities;
+            if caps.merge_strategies.is_empty() {
+                tracing::warn!(
+                    resource = %resource.name,
+                    "the {} destination does not merge: the rows are appended, as dlt's filesystem destination does",
+                    caps.kind
+                );
+            } else if !caps.merges_with(strategy) {
+                let supported: Vec<&str> = caps.merge_strategies.iter().map(|s| s.name()).collect();
+                return Err(Error::Config(format!(
+                    "resource {}: merge strategy {} is not supported by the {} destination; use {}",
+                    resource.name,
+                    strategy.name(),
+                    caps.kind,
+                    supported.join(", ")
+                )));
+            }
         }
         if disposition == WriteDisposition::Merge
             && spec.primary_key.is_empty()
@@ -573,6 +589,7 @@ pub(crate) fn extract(
         state: None,
         state_row: false,
         stateful: false,
+        base_state_version: None,
     };
     Ok(Extracted {
         manifest,

@@ -27,7 +27,9 @@
 
 pub use arrow;
 
+mod crash;
 pub mod destination;
+mod disk;
 mod error;
 mod extract;
 pub mod hash;
@@ -37,6 +39,7 @@ pub mod naming;
 pub mod normalize;
 pub mod package;
 mod pipeline;
+mod progress;
 mod resource;
 pub mod schema;
 pub mod state;
@@ -47,7 +50,8 @@ pub use error::{Error, Result};
 pub use incremental::{
     Bound, Incremental, IncrementalView, Interval, LastValueFunc, OnCursorMissing, RowOrder,
 };
-pub use pipeline::{LoadInfo, Pipeline, PipelineBuilder, ProgressEvent, Refresh, RunOptions};
+pub use pipeline::{LoadInfo, Pipeline, PipelineBuilder, Refresh, RunOptions};
+pub use progress::ProgressEvent;
 pub use resource::{
     ColumnHint, Hints, Item, ItemIter, Resource, ResourceContext, Source, TableName,
 };

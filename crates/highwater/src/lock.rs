@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 /// another open file (this process or another) holds it. The lock lasts as long as the `File`.
 pub(crate) fn try_lock_file(path: &Path) -> Result<Option<File>> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::package::create_dir_all(dir)?;
+        crate::disk::create_dir_all(dir)?;
     }
     let file = OpenOptions::new()
         .create(true)

@@ -21,8 +21,8 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::disk::{create_dir_all, list_dir, read_json, remove_dir_if_exists, sync_dir};
 use crate::error::{Error, Result};
-use crate::normalize::TableFile;
 use crate::resource::ColumnHint;
 use crate::schema::{MergeStrategy, WriteDisposition};
 
@@ -80,6 +80,19 @@ pub struct ExtractedTable {
     pub spec: TableSpec,
 }
 
+/// A Parquet file of one table in the package, and the columns it holds in order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableFile {
+    /// The table.
+    pub table: String,
+    /// File name inside the package's `tables/` folder.
+    pub file: String,
+    /// Columns in the file, in order.
+    pub columns: Vec<String>,
+    /// Rows in the file.
+    pub rows: u64,
+}
+
 /// What a package holds besides its rows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -109,6 +122,10 @@ pub struct Manifest {
     /// Whether this run writes the local state after the commit (not for stateless backfills).
     #[serde(default)]
     pub stateful: bool,
+    /// The `_state_version` the run started from: a destination holding a newer committed
+    /// state refuses the load (another run committed in between).
+    #[serde(default)]
+    pub base_state_version: Option<i64>,
 }
 
 /// The stages a package moves through.
@@ -609,76 +626,6 @@ pub fn next_line_start(path: &Path, offset: u64) -> Result<u64> {
         .map_err(|e| Error::io("reading", path, e))?;
     let _ = reader.read(&mut []);
     Ok((offset - 1 + skipped.len() as u64).min(len))
-}
-
-/// Writes `value` as JSON to `path` atomically (temp file, sync, rename).
-pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_vec_pretty(value).map_err(|e| Error::Corrupt {
-        what: path.display().to_string(),
-        detail: e.to_string(),
-    })?;
-    write_atomic(path, &text)
-}
-
-/// Writes bytes to `path` atomically (temp file, sync, rename, sync directory).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    {
-        let mut file = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-        file.write_all(bytes)
-            .map_err(|e| Error::io("writing", &tmp, e))?;
-        file.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
-    }
-    fs::rename(&tmp, path).map_err(|e| Error::io("renaming to", path, e))?;
-    sync_dir(dir);
-    Ok(())
-}
-
-/// Reads a JSON file the pipeline wrote itself.
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
-    let text = fs::read(path).map_err(|e| Error::io("reading", path, e))?;
-    serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
-        what: format!("{what} {}", path.display()),
-        detail: e.to_string(),
-    })
-}
-
-/// `fs::create_dir_all` with the path in the error.
-pub fn create_dir_all(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))
-}
-
-fn remove_dir_if_exists(dir: &Path) -> Result<()> {
-    match fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("removing", dir, e)),
-    }
-}
-
-fn list_dir(dir: &Path) -> Result<Vec<String>> {
-    match fs::read_dir(dir) {
-        Ok(entries) => Ok(entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .filter(|name| !name.starts_with('.'))
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::io("listing", dir, e)),
-    }
-}
-
-/// Makes a rename in `dir` durable; best effort (some filesystems refuse to sync directories).
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]

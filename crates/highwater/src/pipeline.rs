@@ -9,44 +9,20 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use crate::destination::{Destination, DestinationConfig, LoadJob, StateRow};
+use crate::disk::{self, write_json_atomic};
 use crate::error::{Error, Result};
 use crate::extract::{extract, ExtractContext};
 use crate::incremental::Interval;
 use crate::naming::Naming;
-use crate::normalize::{normalize_items_file, Normalizer, TableFile};
-use crate::package::{self, write_json_atomic, ItemsFormat, Package, PackageStore, Stage};
+use crate::normalize::{normalize_items_file, Normalizer};
+use crate::package::{ItemsFormat, Package, PackageStore, Stage, TableFile};
+use crate::progress::ProgressEvent;
 use crate::resource::{Hints, Resource, Source};
 use crate::schema::Schema;
 use crate::state;
 
 /// Loaded packages whose files are kept for inspection; older ones keep only their metadata.
 const LOADED_PACKAGES_KEPT: usize = 3;
-
-/// What a run reports as it goes, for progress bars and log lines.
-#[derive(Debug, Clone)]
-pub enum ProgressEvent {
-    /// A stage started (`extract`, `normalize`, `load`) for a load id.
-    Stage {
-        /// Stage name.
-        stage: &'static str,
-        /// The load id.
-        load_id: String,
-    },
-    /// Items pulled from a resource so far.
-    Items {
-        /// The resource.
-        resource: String,
-        /// Items so far.
-        items: u64,
-    },
-    /// A stage finished, with a one-line summary.
-    StageDone {
-        /// Stage name.
-        stage: &'static str,
-        /// What it did.
-        summary: String,
-    },
-}
 
 /// The outcome of a run.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -154,10 +130,14 @@ impl PipelineBuilder {
 
     /// Validates and builds.
     pub fn build(self) -> Result<Pipeline> {
-        let naming = Naming::default();
         if self.name.trim().is_empty() {
             return Err(Error::Config("pipeline name must not be empty".into()));
         }
+        let destination = self
+            .destination
+            .unwrap_or_else(|| DestinationConfig::duckdb(format!("{}.duckdb", self.name)));
+        let capabilities = destination.capabilities();
+        let naming = Naming::with_max_length(capabilities.max_identifier_length);
         let dataset = naming.normalize_identifier(
             &self
                 .dataset
@@ -172,11 +152,6 @@ impl PipelineBuilder {
                 home.join(&self.name)
             }
         };
-        let destination = self
-            .destination
-            .unwrap_or_else(|| DestinationConfig::DuckDb {
-                path: PathBuf::from(format!("{}.duckdb", self.name)),
-            });
         Ok(Pipeline {
             name: self.name,
             dataset,
@@ -243,7 +218,7 @@ impl Pipeline {
         if !path.exists() {
             return Ok(None);
         }
-        package::read_json(&path, "pipeline state").map(Some)
+        disk::read_json(&path, "pipeline state").map(Some)
     }
 
     /// The local schema, if there is one.
@@ -252,7 +227,7 @@ impl Pipeline {
         if !path.exists() {
             return Ok(None);
         }
-        package::read_json(&path, "schema").map(Some)
+        disk::read_json(&path, "schema").map(Some)
     }
 
     /// Load ids of packages not loaded yet.
@@ -287,7 +262,7 @@ impl Pipeline {
                 }
             }
         }
-        package::create_dir_all(&self.working_dir)?;
+        disk::create_dir_all(&self.working_dir)?;
         let stateless = !source.resources.is_empty()
             && source
                 .resources
@@ -312,7 +287,7 @@ impl Pipeline {
         }
 
         let mut run_state = if stateless {
-            state::new_state(&self.name, &self.dataset)
+            self.new_state()
         } else {
             self.state_or_restore()?
         };
@@ -358,6 +333,7 @@ impl Pipeline {
                 progress: &move |e| progress(e),
                 normalize_table: &normalize_table,
                 resource_tables: &resource_tables,
+                capabilities: self.destination.capabilities(),
             },
         );
         let extracted = match extracted {
@@ -375,9 +351,11 @@ impl Pipeline {
                 manifest.truncate_tables.push(table);
             }
         }
+        let base_version = run_state.get("_state_version").and_then(Value::as_i64);
         let state_changed = !stateless && state::prepare_commit(&mut run_state);
         if !stateless {
             manifest.stateful = true;
+            manifest.base_state_version = base_version;
             manifest.state = Some(run_state.clone());
         }
         let has_work = extracted.items > 0
@@ -395,7 +373,7 @@ impl Pipeline {
         }
         manifest.state_row = state_changed;
         write_json_atomic(&package.dir().join("manifest.json"), &manifest)?;
-        crash_point("after-extract");
+        crate::crash::point("after-extract");
         package.move_to(Stage::Extracted)?;
         (self.progress)(ProgressEvent::StageDone {
             stage: "extract",
@@ -405,7 +383,7 @@ impl Pipeline {
                 manifest.tables.len()
             ),
         });
-        crash_point("after-extract-commit");
+        crate::crash::point("after-extract-commit");
         self.finish_package(&mut package, &mut info)?;
         package.release();
         Ok(info)
@@ -528,8 +506,33 @@ impl Pipeline {
                 write_json_atomic(&self.state_path(), &remote)?;
                 Ok(remote)
             }
-            None => Ok(state::new_state(&self.name, &self.dataset)),
+            None => Ok(self.new_state()),
         }
+    }
+
+    /// A fresh state document.
+    fn new_state(&self) -> Value {
+        state::new_state(
+            &self.name,
+            &self.dataset,
+            &self.destination.capabilities().destination_type(),
+        )
+    }
+
+    /// After another run committed a newer state to the destination: this package was
+    /// extracted from an older state, so it is set aside unloaded, and the local state and
+    /// schema go so that the next run restores them from the destination and extracts anew.
+    fn discard_stale_package(&self, package: &mut Package) -> Result<()> {
+        let kept = package.set_aside()?;
+        tracing::warn!(load_id = %package.load_id, kept = %kept.display(), "package extracted from an outdated state was set aside");
+        for path in [self.state_path(), self.schema_path()] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("removing", &path, e)),
+            }
+        }
+        Ok(())
     }
 
     fn restore_schema_only(&self) -> Result<()> {
@@ -554,8 +557,7 @@ impl Pipeline {
         }
         let manifest = package.manifest()?;
         let files = package.table_files()?;
-        let schema: Schema =
-            package::read_json(&package.dir().join("schema.json"), "package schema")?;
+        let schema: Schema = disk::read_json(&package.dir().join("schema.json"), "package schema")?;
         (self.progress)(ProgressEvent::Stage {
             stage: "load",
             load_id: package.load_id.clone(),
@@ -574,6 +576,7 @@ impl Pipeline {
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_string(),
+                    base_version: manifest.base_state_version,
                 }),
                 _ => None,
             };
@@ -587,11 +590,16 @@ impl Pipeline {
                 drop_tables: &manifest.drop_tables,
                 state: state_row,
             };
-            crash_point("before-load");
-            destination.load(&job)?;
+            crate::crash::point("before-load");
+            if let Err(e) = destination.load(&job) {
+                if matches!(e, Error::StateConflict { .. }) {
+                    self.discard_stale_package(package)?;
+                }
+                return Err(e);
+            }
         }
         drop(destination);
-        crash_point("after-commit");
+        crate::crash::point("after-commit");
         if manifest.stateful {
             if let Some(new_state) = &manifest.state {
                 write_json_atomic(&self.state_path(), new_state)?;
@@ -639,7 +647,7 @@ impl Pipeline {
             let mut on_item = || {
                 rows_seen += 1;
                 if rows_seen == 1000 {
-                    crash_point("mid-normalize");
+                    crate::crash::point("mid-normalize");
                 }
             };
             for table in &manifest.tables {
@@ -694,12 +702,5 @@ impl From<Resource> for Source {
     /// A lone resource runs in a source named after the pipeline, as in dlt.
     fn from(resource: Resource) -> Self {
         Source::new("", vec![resource])
-    }
-}
-
-/// Test hook: `HIGHWATER_TEST_CRASH=<point>` aborts the process at that point, as a kill would.
-fn crash_point(point: &str) {
-    if std::env::var("HIGHWATER_TEST_CRASH").is_ok_and(|p| p == point) {
-        std::process::abort();
     }
 }

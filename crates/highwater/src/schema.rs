@@ -120,6 +120,16 @@ pub enum MergeStrategy {
 }
 
 impl MergeStrategy {
+    /// The strategy's name as written in a pipeline file (`delete-insert`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            MergeStrategy::DeleteInsert => "delete-insert",
+            MergeStrategy::Upsert => "upsert",
+            MergeStrategy::InsertOnly => "insert-only",
+            MergeStrategy::Scd2 => "scd2",
+        }
+    }
+
     /// Parses `delete-insert`, `upsert`, `insert-only` or `scd2`.
     pub fn parse(name: &str) -> Option<MergeStrategy> {
         match name {

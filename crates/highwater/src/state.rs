@@ -18,8 +18,8 @@ use crate::error::{Error, Result};
 /// dlt's state engine version.
 pub const STATE_ENGINE_VERSION: i64 = 4;
 
-/// A fresh state document for a pipeline.
-pub fn new_state(pipeline: &str, dataset: &str) -> Value {
+/// A fresh state document for a pipeline loading into a destination of `destination_type`.
+pub fn new_state(pipeline: &str, dataset: &str, destination_type: &str) -> Value {
     json!({
         "_state_version": 0,
         "_state_engine_version": STATE_ENGINE_VERSION,
@@ -28,7 +28,7 @@ pub fn new_state(pipeline: &str, dataset: &str) -> Value {
         "dataset_name": dataset,
         "default_schema_name": pipeline,
         "schema_names": [pipeline],
-        "destination_type": "highwater.destinations.duckdb",
+        "destination_type": destination_type,
         "destination_name": null,
         "sources": {},
         "_local": {"first_run": true}
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn state_round_trips_and_versions() {
-        let mut state = new_state("p", "d");
+        let mut state = new_state("p", "d", "highwater.destinations.duckdb");
         assert!(prepare_commit(&mut state));
         assert_eq!(state["_state_version"], 1);
         assert!(

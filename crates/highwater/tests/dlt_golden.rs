@@ -182,7 +182,7 @@ fn run_scenario_in(dir: &Path, name: &str, feed: Feed) {
     let dataset = scenario["dataset"].as_str().unwrap();
     let pipeline = Pipeline::builder(pipeline_name)
         .dataset(dataset)
-        .destination(DestinationConfig::DuckDb { path: db.clone() })
+        .destination(DestinationConfig::duckdb(db.clone()))
         .working_dir(tmp.path().join("work"))
         .build()
         .unwrap();

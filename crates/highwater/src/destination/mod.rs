@@ -1,18 +1,29 @@
-//! Destinations: where normalized packages are loaded, each in one transaction.
+//! Destinations: where normalized packages are loaded.
 //!
 //! The pipeline talks to a destination only through [`Destination`]: restore what an earlier run
-//! left (state and schema), ask whether a load id is already committed, load a package.
+//! left (state and schema), ask whether a load id is already committed, load a package. What a
+//! destination can do ([`Capabilities`]) is known from its config before it is opened, so names
+//! are shortened to its limit and unsupported strategies are refused before anything is extracted.
+//!
+//! Each destination lives in its own module with its config beside it. SQL databases share
+//! [`plan`] (what a load does, destination-neutral) and [`sql`] (the statements, with a dialect
+//! per database).
 
 pub mod duckdb;
+pub mod plan;
+pub mod postgres;
 pub mod sql;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::normalize::TableFile;
-use crate::schema::Schema;
+use crate::package::TableFile;
+use crate::schema::{MergeStrategy, Schema};
+
+pub use self::duckdb::DuckDbConfig;
+pub use self::postgres::PostgresConfig;
 
 /// The state row a load commits with its data.
 #[derive(Debug, Clone)]
@@ -25,6 +36,10 @@ pub struct StateRow {
     pub state: String,
     /// `_version_hash`.
     pub version_hash: String,
+    /// The `_state_version` the run started from. A destination holding a newer committed state
+    /// of the pipeline refuses the load: another run committed in between, and this one would
+    /// overwrite its progress. `None` for packages written before this was recorded.
+    pub base_version: Option<i64>,
 }
 
 /// Everything one load needs, handed over by the pipeline.
@@ -77,9 +92,33 @@ pub struct LoadRecord {
     pub inserted_at: String,
 }
 
+/// What a destination supports; decides naming and what a run refuses up front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The destination's kind as the state document records it (`duckdb`, `postgres`, …).
+    pub kind: &'static str,
+    /// Longest table or column name; longer names are shortened as dlt shortens them.
+    pub max_identifier_length: usize,
+    /// Merge strategies the destination carries out. Empty: a merge loads as an append, as on
+    /// dlt's plain filesystem destination.
+    pub merge_strategies: &'static [MergeStrategy],
+}
+
+impl Capabilities {
+    /// Whether `merge` with `strategy` is carried out (rather than refused or appended).
+    pub fn merges_with(&self, strategy: MergeStrategy) -> bool {
+        self.merge_strategies.contains(&strategy)
+    }
+
+    /// `destination_type` in the state document.
+    pub fn destination_type(&self) -> String {
+        format!("highwater.destinations.{}", self.kind)
+    }
+}
+
 /// A place packages are loaded into.
 pub trait Destination {
-    /// A description for messages (e.g. the file path).
+    /// A description for messages (e.g. the file path), never with a secret in it.
     fn describe(&self) -> String;
 
     /// The newest committed state and schema of `pipeline`, if any.
@@ -88,7 +127,7 @@ pub trait Destination {
     /// Whether `load_id` is already committed.
     fn is_loaded(&mut self, load_id: &str) -> Result<bool>;
 
-    /// Loads a package: DDL, data, disposition, state and `_dlt_loads` row in one transaction.
+    /// Loads a package: DDL, data, disposition, state and `_dlt_loads` row, committed at once.
     fn load(&mut self, job: &LoadJob<'_>) -> Result<()>;
 
     /// Data tables of the dataset with their row counts.
@@ -96,56 +135,79 @@ pub trait Destination {
 
     /// The newest loads, newest first.
     fn recent_loads(&mut self, limit: usize) -> Result<Vec<LoadRecord>>;
-
-    /// Drops tables (with their child tables as listed by the caller) in one transaction.
-    fn drop_tables(&mut self, tables: &[String]) -> Result<()>;
 }
 
 /// Where a pipeline loads to, as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum DestinationConfig {
     /// An embedded DuckDB file.
-    DuckDb {
-        /// The database file.
-        path: PathBuf,
-    },
+    DuckDb(DuckDbConfig),
+    /// A PostgreSQL database.
+    Postgres(PostgresConfig),
 }
 
 impl DestinationConfig {
-    /// Parses `duckdb` or `duckdb:PATH`; `default_path` is used for plain `duckdb`, relative
-    /// paths are taken relative to `base`.
-    pub fn parse(spec: &str, default_path: PathBuf, base: &std::path::Path) -> Result<Self> {
+    /// A DuckDB file at `path`, with the settings of the environment.
+    pub fn duckdb(path: impl Into<PathBuf>) -> Self {
+        DestinationConfig::DuckDb(DuckDbConfig::new(path))
+    }
+
+    /// Parses the short forms `duckdb`, `duckdb:PATH` and `postgres://…`; `default_path` is
+    /// used for plain `duckdb`, relative paths are taken relative to `base`.
+    pub fn parse(spec: &str, default_path: PathBuf, base: &Path) -> Result<Self> {
         let spec = spec.trim();
         if spec == "duckdb" {
-            return Ok(DestinationConfig::DuckDb { path: default_path });
+            return Ok(DestinationConfig::duckdb(default_path));
         }
         if let Some(path) = spec.strip_prefix("duckdb:") {
-            let path = PathBuf::from(path);
-            let path = if path.is_relative() {
-                base.join(path)
-            } else {
-                path
-            };
-            return Ok(DestinationConfig::DuckDb { path });
+            return Ok(DestinationConfig::duckdb(base.join(path)));
+        }
+        if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+            return Ok(DestinationConfig::Postgres(PostgresConfig::from_url(
+                spec, base,
+            )?));
         }
         Err(Error::Config(format!(
-            "unknown destination {spec:?}: expected \"duckdb\" or \"duckdb:PATH\""
+            "unknown destination {:?}: expected \"duckdb\", \"duckdb:PATH\" or \"postgres://USER@HOST:PORT/DATABASE\"",
+            postgres::public_url(spec)
         )))
     }
 
-    /// Opens the destination for `dataset`.
+    /// What the destination supports.
+    pub fn capabilities(&self) -> Capabilities {
+        match self {
+            DestinationConfig::DuckDb(_) => duckdb::CAPABILITIES,
+            DestinationConfig::Postgres(_) => postgres::CAPABILITIES,
+        }
+    }
+
+    /// Opens the destination for `dataset`, creating it if needed.
     pub fn open(&self, dataset: &str) -> Result<Box<dyn Destination>> {
         match self {
-            DestinationConfig::DuckDb { path } => {
-                Ok(Box::new(duckdb::DuckDbDestination::open(path, dataset)?))
+            DestinationConfig::DuckDb(config) => {
+                Ok(Box::new(duckdb::DuckDbDestination::open(config, dataset)?))
+            }
+            DestinationConfig::Postgres(config) => Ok(Box::new(
+                postgres::PostgresDestination::open(config, dataset)?,
+            )),
+        }
+    }
+
+    /// Whether the destination holds anything yet; reading commands (`info`) do not create it.
+    pub fn exists(&self, dataset: &str) -> Result<bool> {
+        match self {
+            DestinationConfig::DuckDb(config) => Ok(config.path.exists()),
+            DestinationConfig::Postgres(config) => {
+                postgres::PostgresDestination::open(config, dataset)?.dataset_exists()
             }
         }
     }
 
-    /// A description for messages.
+    /// A description for messages, never with a secret in it.
     pub fn describe(&self) -> String {
         match self {
-            DestinationConfig::DuckDb { path } => format!("duckdb:{}", path.display()),
+            DestinationConfig::DuckDb(config) => format!("duckdb:{}", config.path.display()),
+            DestinationConfig::Postgres(config) => config.describe(),
         }
     }
 }

@@ -20,12 +20,12 @@ use serde_json::{Map, Value};
 use crate::error::{preview, Error, Result};
 use crate::hash::{digest128, random_row_id};
 use crate::naming::Naming;
+use crate::package::TableFile;
 use crate::package::TableSpec;
 use crate::schema::{Column, DataType, MergeStrategy, Schema, Table, WriteDisposition};
 use coerce::{coerce, coerce_node, infer_type, python_type, Cell};
 pub use node::{Entry, Node};
 pub(crate) use parallel::normalize_items_file;
-pub use writer::TableFile;
 use writer::TableWriter;
 
 /// Default nesting depth: effectively unlimited, as in dlt.

@@ -14,8 +14,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use super::Node;
-use super::{Normalizer, TableFile};
+use super::Normalizer;
 use crate::error::Result;
+use crate::package::TableFile;
 use crate::package::{next_line_start, read_item_lines, TableSpec};
 
 /// Items files smaller than this are normalized in one pass (`HIGHWATER_PARALLEL_MIN_ITEMS`).

@@ -14,11 +14,11 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use serde::{Deserialize, Serialize};
 
 use super::coerce::{Cell, DECIMAL_SCALE};
 use super::CHUNK_ROWS;
 use crate::error::{Error, Result};
+use crate::package::TableFile;
 use crate::schema::DataType;
 
 /// The Arrow type a column of `data_type` is written as.
@@ -126,19 +126,6 @@ impl Builder {
             Builder::Binary(b) => Arc::new(b.finish()),
         }
     }
-}
-
-/// A Parquet file of one table in the package, and the columns it holds in order.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TableFile {
-    /// The table.
-    pub table: String,
-    /// File name inside the package's `tables/` folder.
-    pub file: String,
-    /// Columns in the file, in order.
-    pub columns: Vec<String>,
-    /// Rows in the file.
-    pub rows: u64,
 }
 
 struct OpenFile {

@@ -1,6 +1,10 @@
-//! Helpers shared by the integration tests: reading DuckDB tables back as canonical JSON.
+//! Helpers shared by the integration tests: the destinations they run over (real servers) and
+//! reading tables back as canonical JSON.
 
 #![allow(dead_code)]
+
+pub mod destinations;
+pub mod pg;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,9 +23,7 @@ pub struct TableDump {
 pub fn pipeline(dir: &Path, name: &str) -> highwater::Pipeline {
     highwater::Pipeline::builder(name)
         .dataset("data")
-        .destination(highwater::DestinationConfig::DuckDb {
-            path: dir.join("db.duckdb"),
-        })
+        .destination(highwater::DestinationConfig::duckdb(dir.join("db.duckdb")))
         .working_dir(dir.join("work"))
         .build()
         .unwrap()

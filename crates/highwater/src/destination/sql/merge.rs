@@ -1,28 +1,9 @@
-//! SQL shared by SQL destinations: quoting and the statements of merge dispositions.
-//!
-//! Identifiers come from the schema (already normalized) and are always quoted here; values never
-//! appear in the SQL text.
+//! The statements of merges: `delete-insert` (through staging, or the deletes of a direct
+//! merge) and `upsert` / `insert-only`, as dlt writes them, with the dialect's temporary tables
+//! and load order.
 
-use crate::schema::{Column, DataType, MergeStrategy, Table};
-
-/// Quotes an identifier: `"name"`, with inner quotes doubled.
-pub fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
-/// `"schema"."table"`.
-pub fn qualified(schema: &str, table: &str) -> String {
-    format!("{}.{}", quote(schema), quote(table))
-}
-
-/// A comma-separated list of quoted column names.
-pub fn column_list<'a>(columns: impl IntoIterator<Item = &'a str>) -> String {
-    columns
-        .into_iter()
-        .map(quote)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+use super::{column_list, qualified, quote, Dialect};
+use crate::schema::{Column, DataType, MergeStrategy, SortOrder, Table};
 
 /// `s."a", s."b"`: the staging side of a MERGE insert.
 fn staged_values(columns: &[String]) -> String {
@@ -92,6 +73,7 @@ pub type Statement = (String, bool);
 /// rows. Runs before the load's child rows are inserted, so a root `_dlt_id` that repeats an
 /// older one cannot take the new children with it.
 pub fn direct_merge_deletes(
+    dialect: &dyn Dialect,
     dataset: &str,
     root: &Table,
     children: &[&Table],
@@ -105,8 +87,11 @@ pub fn direct_merge_deletes(
     let load_id = quote("_dlt_load_id");
     let delete_tmp = quote(temp_name);
     let mut sql = vec![(
-        format!(
-            "CREATE OR REPLACE TEMPORARY TABLE {delete_tmp} AS SELECT d.{row_key} FROM {final_root} AS d WHERE d.{load_id} IS DISTINCT FROM $1 AND EXISTS (SELECT 1 FROM {final_root} AS s WHERE s.{load_id} = $1 AND ({condition}))"
+        dialect.create_temp_table_as(
+            &delete_tmp,
+            &format!(
+                "SELECT d.{row_key} FROM {final_root} AS d WHERE d.{load_id} IS DISTINCT FROM $1 AND EXISTS (SELECT 1 FROM {final_root} AS s WHERE s.{load_id} = $1 AND ({condition}))"
+            ),
         ),
         true,
     )];
@@ -148,6 +133,7 @@ pub struct ChainTable<'a> {
 /// `dedup_sort` picks); rows matching the primary or merge key are deleted from the final tables
 /// with their child rows (via `_dlt_root_id`); then the surviving staging rows are inserted.
 pub fn delete_insert(
+    dialect: &dyn Dialect,
     dataset: &str,
     staging: &str,
     root: &ChainTable<'_>,
@@ -180,17 +166,18 @@ pub fn delete_insert(
 
     let condition = key_condition(root.table).unwrap_or_default();
     let keep = deleted.clone().unwrap_or_else(|| "1 = 1".to_string());
+    let load_order = dialect.load_order();
     let dedup_order = match root.table.columns.values().find(|c| c.dedup_sort.is_some()) {
         Some(c) => format!(
-            "{} {}, rowid DESC",
+            "{} {}, {load_order} DESC",
             quote(&c.name),
-            if c.dedup_sort == Some(crate::schema::SortOrder::Asc) {
+            if c.dedup_sort == Some(SortOrder::Asc) {
                 "ASC"
             } else {
                 "DESC"
             }
         ),
-        None => "rowid DESC".to_string(),
+        None => format!("{load_order} DESC"),
     };
 
     if children.is_empty() {
@@ -216,8 +203,11 @@ pub fn delete_insert(
     let insert_tmp = quote(&format!("{temp_prefix}_insert"));
 
     // Delete phase: root rows matching any staged key, and their children.
-    sql.push(format!(
-        "CREATE OR REPLACE TEMPORARY TABLE {delete_tmp} AS SELECT d.{row_key} FROM {final_root} AS d WHERE EXISTS (SELECT 1 FROM {stage_root} AS s WHERE {condition})"
+    sql.push(dialect.create_temp_table_as(
+        &delete_tmp,
+        &format!(
+            "SELECT d.{row_key} FROM {final_root} AS d WHERE EXISTS (SELECT 1 FROM {stage_root} AS s WHERE {condition})"
+        ),
     ));
     for child in children {
         if let Some(link) = root_link(child.table, root_name) {
@@ -241,9 +231,7 @@ pub fn delete_insert(
             "SELECT {row_key} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {dedup_order}) AS _dlt_dedup_rn FROM {stage_root}) AS _dlt_dedup_numbered WHERE _dlt_dedup_rn = 1 AND {keep}"
         )
     };
-    sql.push(format!(
-        "CREATE OR REPLACE TEMPORARY TABLE {insert_tmp} AS {survivors}"
-    ));
+    sql.push(dialect.create_temp_table_as(&insert_tmp, &survivors));
     let cols = column_list(root.columns.iter().map(String::as_str));
     sql.push(format!(
         "INSERT INTO {final_root} ({cols}) SELECT {cols} FROM {stage_root} WHERE {row_key} IN (SELECT * FROM {insert_tmp})"
@@ -352,15 +340,4 @@ pub fn upsert(
         }
     }
     sql
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quotes_identifiers() {
-        assert_eq!(quote("a\"b"), "\"a\"\"b\"");
-        assert_eq!(qualified("ds", "t"), "\"ds\".\"t\"");
-    }
 }

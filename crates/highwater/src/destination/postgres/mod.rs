@@ -1,0 +1,713 @@
+//! The PostgreSQL destination: package files streamed in with binary `COPY`, every load (DDL,
+//! data, merges, state and `_dlt_loads` row) in one transaction.
+//!
+//! Loads into one dataset take turns through a transaction-scoped advisory lock, so runs from
+//! several machines (parallel backfills in an Airflow pool) never race on DDL, and a
+//! state-writing run that was overtaken by another run of the same pipeline sees the newer
+//! state and refuses instead of overwriting it.
+
+mod copy;
+pub mod tls;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use postgres::{Client, GenericClient};
+use serde::Deserialize;
+
+use self::tls::SslMode;
+use super::plan::{LoadPlan, MergeMode};
+use super::sql::{self, column_list, first_line, Dialect, Outcome, Param, SqlClient, SqlValue};
+use super::{Capabilities, Destination, LoadJob, LoadRecord, Restored, TableCount};
+use crate::error::{Error, Result};
+use crate::schema::{Column, DataType, MergeStrategy, Table};
+
+/// What PostgreSQL supports (as dlt's `postgres` destination).
+pub const CAPABILITIES: Capabilities = Capabilities {
+    kind: "postgres",
+    max_identifier_length: 63,
+    merge_strategies: &[
+        MergeStrategy::DeleteInsert,
+        MergeStrategy::Upsert,
+        MergeStrategy::InsertOnly,
+    ],
+};
+
+/// How long a load waits for another load into the same dataset.
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `[destination] kind = "postgres"`, or `destination = "postgres://…"`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/database`; the query may hold `sslmode` and
+    /// `sslrootcert` (and libpq's other keys the driver knows, such as `connect_timeout`).
+    /// Without a password in it, `PGPASSWORD` is used.
+    pub credentials: String,
+    /// `disable` | `prefer` (default) | `require` | `verify-ca` | `verify-full`; overrides the
+    /// URL's.
+    #[serde(default)]
+    pub sslmode: Option<String>,
+    /// PEM file of the certificates to trust (relative to the pipeline file's folder).
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    /// Seconds a load waits for another load into the same dataset (default 300).
+    #[serde(default)]
+    pub lock_timeout: Option<f64>,
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    /// Never shows the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("credentials", &public_url(&self.credentials))
+            .field("sslmode", &self.sslmode)
+            .field("sslrootcert", &self.sslrootcert)
+            .field("lock_timeout", &self.lock_timeout)
+            .finish()
+    }
+}
+
+/// A URL split into what the driver takes and the TLS settings highwater handles itself.
+struct Parsed {
+    driver: postgres::Config,
+    sslmode: SslMode,
+    sslrootcert: Option<PathBuf>,
+}
+
+impl PostgresConfig {
+    /// A config from a `postgres://` URL; a relative `sslrootcert` is taken relative to `base`.
+    pub fn from_url(url: &str, base: &Path) -> Result<Self> {
+        let mut config = PostgresConfig {
+            credentials: url.to_string(),
+            sslmode: None,
+            sslrootcert: None,
+            lock_timeout: None,
+        };
+        config.rebase(base);
+        config.parse()?;
+        Ok(config)
+    }
+
+    /// Makes a relative `sslrootcert` (here or in the URL) relative to `base`.
+    pub fn rebase(&mut self, base: &Path) {
+        if let Some(path) = &self.sslrootcert {
+            self.sslrootcert = Some(base.join(path));
+        } else if let Some(path) = query_value(&self.credentials, "sslrootcert") {
+            self.sslrootcert = Some(base.join(path));
+        }
+    }
+
+    /// Checks the URL and the TLS settings; errors never show the password.
+    pub fn validate(&self) -> Result<()> {
+        self.parse().map(|_| ())
+    }
+
+    fn parse(&self) -> Result<Parsed> {
+        let public = public_url(&self.credentials);
+        let bad =
+            |detail: String| Error::Config(format!("postgres destination {public}: {detail}"));
+        let (base, query) = match self.credentials.split_once('?') {
+            Some((base, query)) => (base, query),
+            None => (self.credentials.as_str(), ""),
+        };
+        if !(base.starts_with("postgres://") || base.starts_with("postgresql://")) {
+            return Err(bad(
+                "expected a URL postgres://USER:PASSWORD@HOST:PORT/DATABASE".into(),
+            ));
+        }
+        let mut sslmode = self.sslmode.clone();
+        let mut sslrootcert = self.sslrootcert.clone();
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "sslmode" => {
+                    sslmode.get_or_insert_with(|| percent_decode(value));
+                }
+                "sslrootcert" => {
+                    sslrootcert.get_or_insert_with(|| PathBuf::from(percent_decode(value)));
+                }
+                _ => rest.push(pair),
+            }
+        }
+        let url = if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let mut driver: postgres::Config = url
+            .parse()
+            .map_err(|e: postgres::Error| bad(e.to_string()))?;
+        if driver.get_password().is_none() {
+            if let Ok(password) = std::env::var("PGPASSWORD") {
+                driver.password(password);
+            }
+        }
+        if driver.get_connect_timeout().is_none() {
+            driver.connect_timeout(Duration::from_secs(30));
+        }
+        let sslmode = match sslmode.as_deref() {
+            None => SslMode::Prefer,
+            Some(text) => SslMode::parse(text).ok_or_else(|| {
+                bad(format!(
+                    "sslmode {text:?} is not one of \"disable\", \"prefer\", \"require\", \"verify-ca\", \"verify-full\""
+                ))
+            })?,
+        };
+        Ok(Parsed {
+            driver,
+            sslmode,
+            sslrootcert,
+        })
+    }
+
+    /// The URL as it may be shown: no password, no query.
+    pub fn describe(&self) -> String {
+        public_url(&self.credentials)
+    }
+
+    fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+            .or_else(|| {
+                std::env::var("HIGHWATER_LOCK_TIMEOUT")
+                    .ok()
+                    .and_then(|s| s.parse::<f64>().ok())
+            })
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(DEFAULT_LOCK_TIMEOUT)
+    }
+
+    fn connect(&self) -> Result<Client> {
+        let parsed = self.parse()?;
+        tls::connect(parsed.driver, parsed.sslmode, parsed.sslrootcert.as_deref()).map_err(|e| {
+            Error::Destination {
+                destination: self.describe(),
+                context: "connecting".into(),
+                source: e,
+            }
+        })
+    }
+}
+
+/// `scheme://user:***@host/db`: the password of the user info masked, the query dropped.
+pub fn public_url(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or("");
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "postgres://…".into();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or("");
+            let masked = if user_info.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => format!("{scheme}://{authority}{tail}"),
+    }
+}
+
+fn query_value(url: &str, key: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| percent_decode(v))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = || std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok();
+        match (bytes[i], hex().and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// PostgreSQL's SQL, with dlt's type names.
+struct PostgresDialect;
+
+impl Dialect for PostgresDialect {
+    fn type_name(&self, column: &Column) -> String {
+        postgres_type(column)
+    }
+
+    fn create_temp_table_as(&self, name: &str, select: &str) -> String {
+        format!("CREATE TEMPORARY TABLE {name} ON COMMIT DROP AS {select}")
+    }
+
+    fn unique_constraints(&self) -> bool {
+        true
+    }
+
+    fn load_order(&self) -> &'static str {
+        // A staging table is created and filled by COPY in the load's transaction, so its rows
+        // sit in the heap in load order.
+        "ctid"
+    }
+
+    fn timestamp_text(&self, expr: &str) -> String {
+        format!("to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+    }
+}
+
+/// The PostgreSQL type of a column, as dlt's postgres destination maps it.
+pub fn postgres_type(column: &Column) -> String {
+    match column.data_type {
+        DataType::Text => match column.precision {
+            Some(n) => format!("varchar({n})"),
+            None => "varchar".into(),
+        },
+        DataType::Bigint => match column.precision {
+            Some(p) if p <= 16 => "smallint".into(),
+            Some(p) if p <= 32 => "integer".into(),
+            _ => "bigint".into(),
+        },
+        DataType::Double => "double precision".into(),
+        DataType::Bool => "boolean".into(),
+        DataType::Timestamp => {
+            let zone = if column.timezone == Some(false) {
+                "without"
+            } else {
+                "with"
+            };
+            match column.precision {
+                Some(p) => format!("timestamp ({p}) {zone} time zone"),
+                None => format!("timestamp {zone} time zone"),
+            }
+        }
+        DataType::Date => "date".into(),
+        DataType::Time => match column.precision {
+            Some(p) => format!("time ({p}) without time zone"),
+            None => "time without time zone".into(),
+        },
+        DataType::Decimal => format!(
+            "numeric({},{})",
+            column.precision.unwrap_or(38),
+            column
+                .scale
+                .unwrap_or(crate::normalize::coerce::DECIMAL_SCALE)
+        ),
+        DataType::Json => "jsonb".into(),
+        DataType::Binary => "bytea".into(),
+    }
+}
+
+impl ToSql for Param<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Param::Text(s) => s.to_sql(ty, out),
+            Param::Int(i) if *ty == Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+            Param::Int(i) => i.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as ToSql>::accepts(ty) || <i64 as ToSql>::accepts(ty) || *ty == Type::INT4
+    }
+
+    to_sql_checked!();
+}
+
+/// A PostgreSQL client or transaction as the shared SQL code drives it.
+struct PgClient<'a, C: GenericClient> {
+    client: &'a mut C,
+    destination: &'a str,
+}
+
+impl<C: GenericClient> PgClient<'_, C> {
+    fn err(
+        &self,
+        context: String,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Error::Destination {
+            destination: self.destination.to_string(),
+            context,
+            source: e.into(),
+        }
+    }
+}
+
+fn params<'p>(params: &'p [Param<'_>]) -> Vec<&'p (dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+impl<C: GenericClient> SqlClient for PgClient<'_, C> {
+    fn dialect(&self) -> &dyn Dialect {
+        &PostgresDialect
+    }
+
+    fn execute(&mut self, sql: &str, values: &[Param<'_>], context: &str) -> Result<u64> {
+        let started = Instant::now();
+        let n = self
+            .client
+            .execute(sql, &params(values))
+            .map_err(|e| self.err(format!("{context} ({})", first_line(sql)), e))?;
+        tracing::debug!(elapsed = ?started.elapsed(), "{}", first_line(sql));
+        Ok(n)
+    }
+
+    fn query(
+        &mut self,
+        sql: &str,
+        values: &[Param<'_>],
+        context: &str,
+    ) -> Result<Vec<Vec<SqlValue>>> {
+        let context = format!("{context} ({})", first_line(sql));
+        let rows = self
+            .client
+            .query(sql, &params(values))
+            .map_err(|e| self.err(context.clone(), e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut values = Vec::with_capacity(row.len());
+            for (i, column) in row.columns().iter().enumerate() {
+                let value = match *column.type_() {
+                    Type::INT8 => row
+                        .try_get::<_, Option<i64>>(i)
+                        .map(|v| v.map(SqlValue::Int)),
+                    Type::INT4 => row
+                        .try_get::<_, Option<i32>>(i)
+                        .map(|v| v.map(|v| SqlValue::Int(v.into()))),
+                    Type::INT2 => row
+                        .try_get::<_, Option<i16>>(i)
+                        .map(|v| v.map(|v| SqlValue::Int(v.into()))),
+                    _ => row
+                        .try_get::<_, Option<String>>(i)
+                        .map(|v| v.map(SqlValue::Text)),
+                }
+                .map_err(|e| self.err(context.clone(), e))?;
+                values.push(value.unwrap_or(SqlValue::Null));
+            }
+            out.push(values);
+        }
+        Ok(out)
+    }
+
+    fn bulk_insert(
+        &mut self,
+        schema: &str,
+        table: &Table,
+        columns: &[String],
+        file: &Path,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let target = sql::qualified(schema, &table.name);
+        let context = format!("loading {} into {target}", file.display());
+        let schema_columns: Vec<&Column> = columns
+            .iter()
+            .map(|name| {
+                table.columns.get(name).ok_or_else(|| Error::Corrupt {
+                    what: format!("package file {}", file.display()),
+                    detail: format!("column {name} is not in table {}", table.name),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let opened = File::open(file).map_err(|e| Error::io("opening", file, e))?;
+        let columnar = |e: parquet::errors::ParquetError| Error::Columnar {
+            path: file.to_path_buf(),
+            message: e.to_string(),
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(opened)
+            .map_err(columnar)?
+            .with_batch_size(8192)
+            .build()
+            .map_err(columnar)?;
+        let statement = format!(
+            "COPY {target} ({}) FROM STDIN (FORMAT binary)",
+            column_list(columns.iter().map(String::as_str))
+        );
+        let destination = self.destination;
+        let mut writer =
+            self.client
+                .copy_in(statement.as_str())
+                .map_err(|e| Error::Destination {
+                    destination: destination.to_string(),
+                    context: context.clone(),
+                    source: Box::new(e),
+                })?;
+        let fail = |e: String| Error::Destination {
+            destination: destination.to_string(),
+            context: context.clone(),
+            source: e.into(),
+        };
+        writer
+            .write_all(copy::HEADER)
+            .map_err(|e| fail(e.to_string()))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| Error::Columnar {
+                path: file.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            if batch.num_columns() != schema_columns.len() {
+                return Err(Error::Corrupt {
+                    what: format!("package file {}", file.display()),
+                    detail: format!(
+                        "{} columns, the file list names {}",
+                        batch.num_columns(),
+                        schema_columns.len()
+                    ),
+                });
+            }
+            copy::write_batch(&batch, &schema_columns, &mut writer).map_err(fail)?;
+        }
+        writer
+            .write_all(copy::TRAILER)
+            .map_err(|e| fail(e.to_string()))?;
+        let rows = writer.finish().map_err(|e| Error::Destination {
+            destination: destination.to_string(),
+            context: context.clone(),
+            source: Box::new(e),
+        })?;
+        tracing::debug!(elapsed = ?started.elapsed(), rows, file = %file.display(), "copied into {target}");
+        Ok(())
+    }
+}
+
+/// A PostgreSQL database and the dataset (schema) the pipeline loads into.
+pub struct PostgresDestination {
+    config: PostgresConfig,
+    described: String,
+    dataset: String,
+    client: Client,
+}
+
+impl PostgresDestination {
+    /// Connects.
+    pub fn open(config: &PostgresConfig, dataset: &str) -> Result<Self> {
+        let client = config.connect()?;
+        Ok(PostgresDestination {
+            config: config.clone(),
+            described: config.describe(),
+            dataset: dataset.to_string(),
+            client,
+        })
+    }
+
+    /// Whether the dataset's schema exists.
+    pub fn dataset_exists(&mut self) -> Result<bool> {
+        let dataset = self.dataset.clone();
+        let rows = self.client().query(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = $1",
+            &[Param::Text(&dataset)],
+            "looking for the dataset",
+        )?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(SqlValue::as_i64)
+            > Some(0))
+    }
+
+    fn client(&mut self) -> PgClient<'_, Client> {
+        PgClient {
+            client: &mut self.client,
+            destination: &self.described,
+        }
+    }
+
+    /// Loads `job` with `mode` in one transaction, rolled back unless it commits.
+    fn load_with(&mut self, job: &LoadJob<'_>, mode: MergeMode) -> Result<Outcome> {
+        let plan = LoadPlan::new(job, mode)?;
+        let destination = self.described.clone();
+        let timeout = self.config.lock_timeout();
+        let mut tx = self.client.transaction().map_err(|e| Error::Destination {
+            destination: destination.clone(),
+            context: "starting the load transaction".into(),
+            source: Box::new(e),
+        })?;
+        let mut client = PgClient {
+            client: &mut tx,
+            destination: &destination,
+        };
+        take_dataset_lock(&mut client, &self.dataset, timeout)?;
+        let outcome = match sql::load(&mut client, &self.dataset, &destination, &plan, job) {
+            // `_dlt_id` is UNIQUE: a row id given by the items that repeats an older row's
+            // fails the direct merge's COPY; through staging the older row goes first.
+            Err(e) if mode == MergeMode::Direct && plan.merges() && is_unique_violation(&e) => {
+                Outcome::RepeatsPrimaryKey
+            }
+            other => other?,
+        };
+        if outcome == Outcome::Loaded {
+            crate::crash::point("before-commit");
+            tx.commit().map_err(|e| Error::Destination {
+                destination,
+                context: "committing the load".into(),
+                source: Box::new(e),
+            })?;
+        }
+        Ok(outcome)
+    }
+}
+
+fn is_unique_violation(e: &Error) -> bool {
+    let Error::Destination { source, .. } = e else {
+        return false;
+    };
+    source
+        .downcast_ref::<postgres::Error>()
+        .and_then(postgres::Error::code)
+        == Some(&postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+/// Waits for the transaction-scoped advisory lock of `dataset`: loads into one dataset take
+/// turns, whichever machine they run on.
+fn take_dataset_lock(client: &mut dyn SqlClient, dataset: &str, timeout: Duration) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("highwater dataset {dataset}").as_bytes());
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    let key = i64::from_be_bytes(key);
+    let started = Instant::now();
+    let mut announced = false;
+    loop {
+        let rows = client.query(
+            "SELECT CASE WHEN pg_try_advisory_xact_lock($1) THEN 1 ELSE 0 END",
+            &[Param::Int(key)],
+            "taking the dataset's load lock",
+        )?;
+        if rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(SqlValue::as_i64)
+            == Some(1)
+        {
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(Error::Config(format!(
+                "another load into dataset {dataset} kept it busy for {:.0} s (lock_timeout, HIGHWATER_LOCK_TIMEOUT)",
+                timeout.as_secs_f64()
+            )));
+        }
+        if !announced {
+            tracing::info!(
+                dataset,
+                "waiting for another load into the dataset to commit"
+            );
+            announced = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Destination for PostgresDestination {
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
+
+    fn restore(&mut self, pipeline: &str) -> Result<Restored> {
+        let dataset = self.dataset.clone();
+        sql::restore(&mut self.client(), &dataset, pipeline)
+    }
+
+    fn is_loaded(&mut self, load_id: &str) -> Result<bool> {
+        let dataset = self.dataset.clone();
+        sql::is_loaded(&mut self.client(), &dataset, load_id)
+    }
+
+    fn load(&mut self, job: &LoadJob<'_>) -> Result<()> {
+        if self.load_with(job, MergeMode::Direct)? == Outcome::RepeatsPrimaryKey {
+            self.load_with(job, MergeMode::Staged)?;
+        }
+        Ok(())
+    }
+
+    fn table_counts(&mut self) -> Result<Vec<TableCount>> {
+        let dataset = self.dataset.clone();
+        sql::table_counts(&mut self.client(), &dataset)
+    }
+
+    fn recent_loads(&mut self, limit: usize) -> Result<Vec<LoadRecord>> {
+        let dataset = self.dataset.clone();
+        sql::recent_loads(&mut self.client(), &dataset, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_password_or_query() {
+        assert_eq!(
+            public_url("postgres://u:secret@h:5432/db?sslmode=require&password=x"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(public_url("postgresql://u@h/db"), "postgresql://u@h/db");
+        let config = PostgresConfig::from_url("postgres://u:secret@h/db", Path::new(".")).unwrap();
+        assert!(!format!("{config:?}").contains("secret"));
+    }
+
+    #[test]
+    fn tls_settings_come_from_the_url_or_the_table() {
+        let base = Path::new("/p");
+        let config = PostgresConfig::from_url(
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=ca%20dir/root.pem&connect_timeout=5",
+            base,
+        )
+        .unwrap();
+        let parsed = config.parse().unwrap();
+        assert_eq!(parsed.sslmode, SslMode::VerifyFull);
+        assert_eq!(
+            parsed.sslrootcert,
+            Some(PathBuf::from("/p/ca dir/root.pem"))
+        );
+        assert_eq!(
+            parsed.driver.get_connect_timeout(),
+            Some(&Duration::from_secs(5))
+        );
+
+        let err = PostgresConfig::from_url("postgres://u:pw@h/db?sslmode=always", base)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("always") && !err.contains("pw@"), "{err}");
+        assert!(PostgresConfig::from_url("mysql://u@h/db", base).is_err());
+    }
+
+    #[test]
+    fn types_as_dlt_maps_them() {
+        let col = |t: DataType| Column::new("c", t);
+        assert_eq!(postgres_type(&col(DataType::Text)), "varchar");
+        assert_eq!(postgres_type(&col(DataType::Double)), "double precision");
+        assert_eq!(
+            postgres_type(&col(DataType::Timestamp)),
+            "timestamp with time zone"
+        );
+        let mut naive = col(DataType::Timestamp);
+        naive.timezone = Some(false);
+        assert_eq!(postgres_type(&naive), "timestamp without time zone");
+        assert_eq!(postgres_type(&col(DataType::Decimal)), "numeric(38,9)");
+        assert_eq!(postgres_type(&col(DataType::Json)), "jsonb");
+        assert_eq!(postgres_type(&col(DataType::Binary)), "bytea");
+    }
+}

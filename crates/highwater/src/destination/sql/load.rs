@@ -1,0 +1,302 @@
+//! A load plan carried out as statements inside the destination's open transaction.
+
+use std::collections::HashMap;
+
+use super::catalog::{existing_columns, table_exists};
+use super::merge::{delete_insert, direct_merge_deletes, upsert, ChainTable};
+use super::system::{check_state_base, ensure_system_tables, write_load_rows};
+use super::{column_list, qualified, quote, staging_dataset, Dialect, Param, SqlClient, SqlValue};
+use crate::destination::plan::{LoadPlan, Merge, Target};
+use crate::destination::LoadJob;
+use crate::error::{Error, Result};
+use crate::schema::{Column, MergeStrategy, Table};
+
+/// How a load ended; the caller commits or rolls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything is in place: commit.
+    Loaded,
+    /// A direct merge found a primary key repeated within the load: roll back and load again
+    /// with every merge through staging, which keeps only the last row of each key.
+    RepeatsPrimaryKey,
+}
+
+/// Carries out `plan` for `job` in `dataset`: drops, DDL, files, merges and the system rows.
+/// `destination` names the destination in errors.
+pub fn load(
+    client: &mut dyn SqlClient,
+    dataset: &str,
+    destination: &str,
+    plan: &LoadPlan<'_>,
+    job: &LoadJob<'_>,
+) -> Result<Outcome> {
+    let staging = staging_dataset(dataset);
+    ensure_system_tables(client, dataset)?;
+    check_state_base(client, dataset, destination, job)?;
+
+    for table in plan.drop_tables {
+        client.execute(
+            &format!("DROP TABLE IF EXISTS {}", qualified(dataset, table)),
+            &[],
+            &format!("dropping table {table}"),
+        )?;
+    }
+    let mut final_columns: HashMap<String, Vec<String>> = HashMap::new();
+    for table in &plan.tables {
+        let columns = ensure_table(client, dataset, table, true)?;
+        final_columns.insert(table.name.clone(), columns);
+    }
+    for table in &plan.truncate {
+        if table_exists(client, dataset, table)? {
+            client.execute(
+                &format!("DELETE FROM {}", qualified(dataset, table)),
+                &[],
+                &format!("emptying table {table} for replace"),
+            )?;
+        }
+    }
+    if plan.stages() {
+        client.execute(
+            &format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&staging)),
+            &[],
+            "creating the staging dataset",
+        )?;
+        for table in plan.staging_tables() {
+            drop_staging_table(client, &staging, table)?;
+        }
+    }
+
+    // Rows keep load order everywhere: staging needs it (a merge keeps the last duplicate).
+    let mut staged_columns: HashMap<String, Vec<String>> = HashMap::new();
+    for load in plan
+        .files
+        .iter()
+        .filter(|f| f.target != Target::FinalAfterDeletes)
+    {
+        let table = table_of(job, &load.file.table)?;
+        let path = job.files_dir.join(&load.file.file);
+        if load.target == Target::Staging {
+            if !staged_columns.contains_key(&table.name) {
+                let columns = ensure_table(client, &staging, table, false)?;
+                staged_columns.insert(table.name.clone(), columns);
+            }
+            client.bulk_insert(&staging, table, &load.file.columns, &path)?;
+        } else {
+            client.bulk_insert(dataset, table, &load.file.columns, &path)?;
+        }
+    }
+
+    for (i, merge) in plan.direct_merges.iter().enumerate() {
+        if repeats_primary_key(client, dataset, merge.root, job.load_id)? {
+            tracing::debug!(table = %merge.root.name, "the load repeats a primary key: merging through staging");
+            return Ok(Outcome::RepeatsPrimaryKey);
+        }
+        let children = existing_children(client, dataset, merge, &final_columns)?;
+        let temp = format!("_hw_direct_{i}_delete");
+        let statements =
+            direct_merge_deletes(client.dialect(), dataset, merge.root, &children, &temp);
+        for (statement, takes_load_id) in statements {
+            let params: &[Param<'_>] = if takes_load_id {
+                &[Param::Text(job.load_id)]
+            } else {
+                &[]
+            };
+            client.execute(&statement, params, &format!("merging {}", merge.root.name))?;
+        }
+    }
+    for load in plan
+        .files
+        .iter()
+        .filter(|f| f.target == Target::FinalAfterDeletes)
+    {
+        let table = table_of(job, &load.file.table)?;
+        let path = job.files_dir.join(&load.file.file);
+        client.bulk_insert(dataset, table, &load.file.columns, &path)?;
+    }
+
+    for (i, merge) in plan.staged_merges.iter().enumerate() {
+        if !staged_columns.contains_key(&merge.root.name) {
+            continue;
+        }
+        let columns = |name: &str| {
+            staged_columns
+                .get(name)
+                .or_else(|| final_columns.get(name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let root = ChainTable {
+            table: merge.root,
+            columns: columns(&merge.root.name),
+            staged: true,
+        };
+        let children: Vec<ChainTable<'_>> =
+            existing_children(client, dataset, merge, &final_columns)?
+                .into_iter()
+                .map(|t| ChainTable {
+                    table: t,
+                    columns: columns(&t.name),
+                    staged: staged_columns.contains_key(&t.name),
+                })
+                .collect();
+        let statements = match merge.strategy {
+            MergeStrategy::Upsert | MergeStrategy::InsertOnly => upsert(
+                dataset,
+                &staging,
+                &root,
+                &children,
+                merge.strategy,
+            ),
+            MergeStrategy::DeleteInsert => delete_insert(
+                client.dialect(),
+                dataset,
+                &staging,
+                &root,
+                &children,
+                &format!("_hw_merge_{i}"),
+            ),
+            MergeStrategy::Scd2 => {
+                return Err(Error::Config(format!(
+                    "table {}: merge strategy scd2 is not supported yet; use delete-insert, upsert or insert-only",
+                    merge.root.name
+                )))
+            }
+        };
+        for statement in statements {
+            client.execute(&statement, &[], &format!("merging {}", merge.root.name))?;
+        }
+    }
+    for table in plan.staging_tables() {
+        if staged_columns.contains_key(table) {
+            drop_staging_table(client, &staging, table)?;
+        }
+    }
+
+    write_load_rows(client, dataset, job)?;
+    Ok(Outcome::Loaded)
+}
+
+fn table_of<'a>(job: &'a LoadJob<'_>, name: &str) -> Result<&'a Table> {
+    job.schema.tables.get(name).ok_or_else(|| Error::Corrupt {
+        what: format!("package {}", job.load_id),
+        detail: format!("table {name} is not in the schema"),
+    })
+}
+
+fn drop_staging_table(client: &mut dyn SqlClient, staging: &str, table: &str) -> Result<()> {
+    client.execute(
+        &format!("DROP TABLE IF EXISTS {}", qualified(staging, table)),
+        &[],
+        "clearing staging",
+    )?;
+    Ok(())
+}
+
+/// Creates `table` in `schema`, or adds the columns it lacks (compared with the database's
+/// catalog, not only the local schema). Returns the columns it has. `constraints` puts NOT
+/// NULL on the columns that are not nullable (final tables; staging takes any row).
+fn ensure_table(
+    client: &mut dyn SqlClient,
+    schema: &str,
+    table: &Table,
+    constraints: bool,
+) -> Result<Vec<String>> {
+    match existing_columns(client, schema, &table.name)? {
+        None => {
+            let defs: Vec<String> = table
+                .columns
+                .values()
+                .map(|c| column_definition(client.dialect(), c, constraints))
+                .collect();
+            client.execute(
+                &format!(
+                    "CREATE TABLE {} ({})",
+                    qualified(schema, &table.name),
+                    defs.join(", ")
+                ),
+                &[],
+                &format!("creating table {}", table.name),
+            )?;
+            Ok(table.columns.keys().cloned().collect())
+        }
+        Some(mut existing) => {
+            for column in table.columns.values() {
+                if existing.contains(&column.name) {
+                    continue;
+                }
+                client.execute(
+                    &format!(
+                        "ALTER TABLE {} ADD COLUMN {} {}",
+                        qualified(schema, &table.name),
+                        quote(&column.name),
+                        client.dialect().type_name(column)
+                    ),
+                    &[],
+                    &format!("adding column {} to {}", column.name, table.name),
+                )?;
+                existing.push(column.name.clone());
+            }
+            Ok(existing)
+        }
+    }
+}
+
+/// `"name" TYPE [UNIQUE] [NOT NULL]`; the constraints only with `constraints`.
+pub(super) fn column_definition(
+    dialect: &dyn Dialect,
+    column: &Column,
+    constraints: bool,
+) -> String {
+    let mut def = format!("{} {}", quote(&column.name), dialect.type_name(column));
+    if constraints && column.unique && dialect.unique_constraints() {
+        def.push_str(" UNIQUE");
+    }
+    if constraints && !column.nullable {
+        def.push_str(" NOT NULL");
+    }
+    def
+}
+
+/// The child tables of a merge that exist in the dataset (loaded now or earlier).
+fn existing_children<'a>(
+    client: &mut dyn SqlClient,
+    dataset: &str,
+    merge: &Merge<'a>,
+    final_columns: &HashMap<String, Vec<String>>,
+) -> Result<Vec<&'a Table>> {
+    let mut children = Vec::new();
+    for child in &merge.children {
+        if final_columns.contains_key(&child.name) || table_exists(client, dataset, &child.name)? {
+            children.push(*child);
+        }
+    }
+    Ok(children)
+}
+
+/// Whether two rows of `root` loaded by `load_id` share a primary key.
+fn repeats_primary_key(
+    client: &mut dyn SqlClient,
+    dataset: &str,
+    root: &Table,
+    load_id: &str,
+) -> Result<bool> {
+    let pk: Vec<&str> = root.primary_key().iter().map(|c| c.name.as_str()).collect();
+    if pk.is_empty() {
+        return Ok(false);
+    }
+    let rows = client.query(
+        &format!(
+            "SELECT count(*) FROM (SELECT 1 FROM {} WHERE {} = $1 GROUP BY {} HAVING count(*) > 1 LIMIT 1) AS repeated",
+            qualified(dataset, &root.name),
+            quote("_dlt_load_id"),
+            column_list(pk)
+        ),
+        &[Param::Text(load_id)],
+        &format!("checking primary keys of {}", root.name),
+    )?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(SqlValue::as_i64)
+        > Some(0))
+}

@@ -1,0 +1,238 @@
+//! The destinations the shared suites run over, each really started: DuckDB files, a PostgreSQL
+//! database on the test process's server. Tables are read back the same way from each, as
+//! [`TableDump`]s with DuckDB's type names, so one expectation serves every destination.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use highwater::{DestinationConfig, Pipeline};
+use serde_json::{Map, Value};
+
+use super::{canonical_from_text, dump_dataset, pg, TableDump};
+
+/// A kind of destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    DuckDb,
+    Postgres,
+}
+
+/// One destination of a test: where it is and how to read it back.
+pub struct TestDestination {
+    pub kind: Kind,
+    duckdb: PathBuf,
+    postgres: Option<String>,
+}
+
+impl TestDestination {
+    /// A fresh destination of `kind` for files under `dir`.
+    pub fn new(kind: Kind, dir: &Path) -> Self {
+        let postgres = (kind == Kind::Postgres).then(|| pg::server().new_database());
+        TestDestination {
+            kind,
+            duckdb: dir.join("db.duckdb"),
+            postgres,
+        }
+    }
+
+    /// The destination as a pipeline configures it.
+    pub fn config(&self) -> DestinationConfig {
+        match self.kind {
+            Kind::DuckDb => DestinationConfig::duckdb(&self.duckdb),
+            Kind::Postgres => {
+                DestinationConfig::parse(&self.url(), PathBuf::new(), Path::new(".")).unwrap()
+            }
+        }
+    }
+
+    /// The short form a pipeline file gives (`duckdb:PATH`, `postgres://…`).
+    pub fn spec(&self) -> String {
+        match self.kind {
+            Kind::DuckDb => format!("duckdb:{}", self.duckdb.display()),
+            Kind::Postgres => self.url(),
+        }
+    }
+
+    fn url(&self) -> String {
+        let db = self.postgres.as_deref().unwrap_or("postgres");
+        format!("{}?sslmode=disable", pg::server().url(db))
+    }
+
+    /// A pipeline named `name` loading into dataset `data`, working in `dir/work`.
+    pub fn pipeline(&self, dir: &Path, name: &str) -> Pipeline {
+        self.pipeline_with(dir, name, "data")
+    }
+
+    /// A pipeline named `name` loading into `dataset`, working in `dir/work`.
+    pub fn pipeline_with(&self, dir: &Path, name: &str, dataset: &str) -> Pipeline {
+        Pipeline::builder(name)
+            .dataset(dataset)
+            .destination(self.config())
+            .working_dir(dir.join("work"))
+            .build()
+            .unwrap()
+    }
+
+    /// Every data table of `dataset`, values canonical by type.
+    pub fn dump_dataset(&self, dataset: &str) -> BTreeMap<String, TableDump> {
+        match self.kind {
+            Kind::DuckDb => dump_dataset(&super::open(&self.duckdb), dataset),
+            Kind::Postgres => {
+                let mut client = self.pg();
+                let names: Vec<String> = client
+                    .query(
+                        "SELECT CAST(table_name AS VARCHAR) FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
+                        &[&dataset],
+                    )
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .filter(|n: &String| !n.starts_with("_dlt_"))
+                    .collect();
+                names
+                    .into_iter()
+                    .map(|n| {
+                        let dump = pg_dump_table(&mut client, dataset, &n);
+                        (n, dump)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Rows of a query whose columns are all cast to text (`CAST(x AS VARCHAR)`), as JSON
+    /// strings or null. The SQL must read the same on every destination.
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Value>> {
+        match self.kind {
+            Kind::DuckDb => {
+                let conn = super::open(&self.duckdb);
+                let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let mut out = Vec::new();
+                let mut result = stmt.query([]).unwrap();
+                let n = result.as_ref().map_or(0, |s| s.column_count());
+                while let Some(row) = result.next().unwrap() {
+                    out.push(
+                        (0..n)
+                            .map(|i| match row.get::<_, Option<String>>(i).unwrap() {
+                                Some(s) => Value::String(s),
+                                None => Value::Null,
+                            })
+                            .collect(),
+                    );
+                }
+                out
+            }
+            Kind::Postgres => self
+                .pg()
+                .query(sql, &[])
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .iter()
+                .map(|row| {
+                    (0..row.len())
+                        .map(|i| match row.get::<_, Option<String>>(i) {
+                            Some(s) => Value::String(s),
+                            None => Value::Null,
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    /// A query returning one integer.
+    pub fn count(&self, sql: &str) -> i64 {
+        match self.kind {
+            Kind::DuckDb => super::count(&super::open(&self.duckdb), sql),
+            Kind::Postgres => self
+                .pg()
+                .query_one(sql, &[])
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get::<_, i64>(0),
+        }
+    }
+
+    /// Whether `schema.table` exists.
+    pub fn table_exists(&self, schema: &str, table: &str) -> bool {
+        self.count(&format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' AND table_name = '{table}'"
+        )) > 0
+    }
+
+    /// A client of the PostgreSQL database.
+    pub fn pg(&self) -> postgres::Client {
+        pg::server().connect(self.postgres.as_deref().expect("a PostgreSQL destination"))
+    }
+}
+
+/// PostgreSQL's type name as DuckDB names the same type, so one expectation serves both.
+fn duckdb_name(data_type: &str, precision: Option<i32>, scale: Option<i32>) -> String {
+    match data_type {
+        "bigint" => "BIGINT".into(),
+        "integer" => "INTEGER".into(),
+        "smallint" => "SMALLINT".into(),
+        "character varying" | "text" => "VARCHAR".into(),
+        "double precision" => "DOUBLE".into(),
+        "boolean" => "BOOLEAN".into(),
+        "timestamp with time zone" => "TIMESTAMP WITH TIME ZONE".into(),
+        "timestamp without time zone" => "TIMESTAMP".into(),
+        "date" => "DATE".into(),
+        "time without time zone" => "TIME".into(),
+        "jsonb" | "json" => "JSON".into(),
+        "bytea" => "BLOB".into(),
+        "numeric" => format!(
+            "DECIMAL({},{})",
+            precision.unwrap_or(38),
+            scale.unwrap_or(9)
+        ),
+        other => other.to_uppercase(),
+    }
+}
+
+fn pg_dump_table(client: &mut postgres::Client, dataset: &str, table: &str) -> TableDump {
+    let columns: Vec<(String, String, bool)> = client
+        .query(
+            "SELECT CAST(column_name AS VARCHAR), CAST(data_type AS VARCHAR), CAST(is_nullable AS VARCHAR), CAST(numeric_precision AS INTEGER), CAST(numeric_scale AS INTEGER) FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+            &[&dataset, &table],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                duckdb_name(&r.get::<_, String>(1), r.get(3), r.get(4)),
+                r.get::<_, String>(2) == "YES",
+            )
+        })
+        .collect();
+    let select = columns
+        .iter()
+        .map(|(c, ty, _)| {
+            let q = format!("\"{}\"", c.replace('"', "\"\""));
+            match ty.as_str() {
+                // Text forms the DuckDB canonicalizer reads: `true`/`false`, `\x..` escapes.
+                "BOOLEAN" => format!("CASE WHEN {q} THEN 'true' WHEN NOT {q} THEN 'false' END"),
+                "BLOB" => format!("encode({q}, 'base64')"),
+                _ => format!("CAST({q} AS VARCHAR)"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("SELECT {select} FROM \"{dataset}\".\"{table}\"");
+    let rows = client.query(&sql, &[]).unwrap();
+    let rows = rows
+        .iter()
+        .map(|row| {
+            let mut map = Map::new();
+            for (i, (name, ty, _)) in columns.iter().enumerate() {
+                let text: Option<String> = row.get(i);
+                let value = match ty.as_str() {
+                    "BLOB" => text.map_or(Value::Null, |t| Value::String(t.replace('\n', ""))),
+                    _ => canonical_from_text(text, ty),
+                };
+                map.insert(name.clone(), value);
+            }
+            map
+        })
+        .collect();
+    TableDump { columns, rows }
+}
