@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Generate golden fixtures by running the real Python dlt (1.31.0) against DuckDB.
+"""Generate golden fixtures by running the real Python dlt (1.31.0) against a destination.
 
 For every folder tests/dlt_fixtures/scenarios/<name>/ that holds a scenario.json, run its runs
-through one dlt pipeline (fresh pipelines_dir + duckdb file in a temp dir) and write
-<name>/expected.json with the resulting dataset contents.
+through one dlt pipeline (fresh pipelines_dir + destination in a temp dir) and write
+<name>/expected.json (DuckDB) or <name>/expected.postgres.json (--destination postgres: a fresh
+PostgreSQL cluster started by this script, one database per scenario; column types written under
+DuckDB's names, as the Rust tests read PostgreSQL back) with the resulting dataset contents.
 
-usage: <venv>/bin/python tests/dlt_fixtures/generate.py [scenario_name ...]
-(venv made by ../shared/bench/setup-dlt.sh)
+usage: <venv>/bin/python tests/dlt_fixtures/generate.py [--destination duckdb|postgres] [scenario ...]
+(venv made by ../shared/bench/setup-dlt.sh; postgres needs `pip install "dlt[postgres]==1.31.0"`)
 """
 import base64
 import datetime
@@ -161,7 +163,117 @@ def dump_dataset(db_path, dataset):
         con.close()
 
 
-def run_scenario(folder):
+# PostgreSQL type names as DuckDB names the same types (the Rust tests read PostgreSQL the same way).
+PG_TO_DUCKDB = {
+    "bigint": "BIGINT", "integer": "INTEGER", "smallint": "SMALLINT",
+    "character varying": "VARCHAR", "text": "VARCHAR", "double precision": "DOUBLE",
+    "boolean": "BOOLEAN", "timestamp with time zone": "TIMESTAMP WITH TIME ZONE",
+    "timestamp without time zone": "TIMESTAMP", "date": "DATE",
+    "time without time zone": "TIME", "jsonb": "JSON", "json": "JSON", "bytea": "BLOB",
+}
+
+
+def dump_postgres(dsn, dataset):
+    import psycopg2
+    con = psycopg2.connect(dsn)
+    try:
+        cur = con.cursor()
+        cur.execute("SET TimeZone='UTC'")
+        cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY table_name",
+                    [dataset])
+        tables = [r[0] for r in cur.fetchall()]
+        out = {"tables": {}}
+        for t in tables:
+            if t in SYSTEM_TABLES:
+                continue
+            cur.execute(
+                "SELECT column_name, data_type, is_nullable, numeric_precision, numeric_scale "
+                "FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+                "ORDER BY ordinal_position", [dataset, t])
+            cols = []
+            for name, ty, nl, prec, scale in cur.fetchall():
+                ty = "DECIMAL(%s,%s)" % (prec, scale) if ty == "numeric" else PG_TO_DUCKDB.get(ty, ty.upper())
+                cols.append((name, ty, nl))
+            cur.execute('SELECT * FROM "%s"."%s"' % (dataset, t))
+            rows = cur.fetchall()
+            out["tables"][t] = {
+                "columns": [{"name": c, "type": ty, "nullable": nl == "YES"} for c, ty, nl in cols],
+                "rows": [{c[0]: render(v, c[1]) for c, v in zip(cols, row)} for row in rows],
+            }
+
+        def count(t):
+            cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+                        [dataset, t])
+            if not cur.fetchone()[0]:
+                return 0
+            cur.execute('SELECT count(*) FROM "%s"."%s"' % (dataset, t))
+            return cur.fetchone()[0]
+
+        out["loads"] = count("_dlt_loads")
+        out["state_rows"] = count("_dlt_pipeline_state")
+        out["version_rows"] = count("_dlt_version")
+        return out
+    finally:
+        con.close()
+
+
+class PgCluster:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (initdb + pg_ctl from Debian's package)."""
+
+    def __init__(self):
+        import glob
+        import socket
+        import subprocess
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+        if not bins:
+            raise SystemExit("PostgreSQL is not installed: apt-get install postgresql")
+        self.bin = os.path.dirname(bins[-1])
+        self.dir = tempfile.mkdtemp(prefix="dltfx_pg_")
+        self.as_postgres = os.geteuid() == 0
+        if self.as_postgres:
+            import pwd
+            os.chown(self.dir, pwd.getpwnam("postgres").pw_uid, -1)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        data = os.path.join(self.dir, "data")
+        self._run(["initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+        opts = "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c TimeZone=UTC" % (self.port, self.dir)
+        self._run(["pg_ctl", "-D", data, "-o", opts, "-l", os.path.join(self.dir, "log"), "-w", "start"])
+        self.n = 0
+        self.subprocess = subprocess
+
+    def _run(self, args):
+        import subprocess
+        cmd = [os.path.join(self.bin, args[0])] + args[1:]
+        if self.as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+    def new_database(self):
+        import psycopg2
+        self.n += 1
+        name = "fx_%d" % self.n
+        con = psycopg2.connect(self.dsn("postgres"))
+        con.autocommit = True
+        con.cursor().execute("CREATE DATABASE %s" % name)
+        con.close()
+        return self.dsn(name)
+
+    def dsn(self, db):
+        # dlt wants a password; trust authentication ignores it.
+        return "postgresql://postgres:fixture@127.0.0.1:%d/%s" % (self.port, db)
+
+    def stop(self):
+        import shutil
+        self._run(["pg_ctl", "-D", os.path.join(self.dir, "data"), "-m", "immediate", "stop"])
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+PG = None
+
+
+def run_scenario(folder, destination="duckdb"):
     with open(os.path.join(folder, "scenario.json"), encoding="utf-8") as f:
         scenario = json.load(f)
     pipeline_name = scenario["pipeline"]
@@ -171,10 +283,15 @@ def run_scenario(folder):
         os.chdir(tmp)  # no stray .dlt/ config is picked up
         try:
             db_path = os.path.join(tmp, "fixture.duckdb")
+            if destination == "postgres":
+                dsn = PG.new_database()
+                dest = dlt.destinations.postgres(credentials=dsn)
+            else:
+                dest = dlt.destinations.duckdb(db_path)
             pipeline = dlt.pipeline(
                 pipeline_name=pipeline_name,
                 pipelines_dir=os.path.join(tmp, "pipelines"),
-                destination=dlt.destinations.duckdb(db_path),
+                destination=dest,
                 dataset_name=dataset,
             )
             run_results = []
@@ -199,8 +316,11 @@ def run_scenario(folder):
                     print("  run raised:", msg.splitlines()[0][:300], file=sys.stderr)
             schema_name = pipeline.default_schema_name
             out = {"dlt_version": dlt.__version__, "dataset": dataset, "schema": schema_name}
-            out.update(dump_dataset(db_path, dataset) if os.path.exists(db_path) else
-                       {"tables": {}, "loads": 0, "state_rows": 0, "version_rows": 0})
+            if destination == "postgres":
+                out.update(dump_postgres(dsn, dataset))
+            else:
+                out.update(dump_dataset(db_path, dataset) if os.path.exists(db_path) else
+                           {"tables": {}, "loads": 0, "state_rows": 0, "version_rows": 0})
             out["run_load_ids"] = run_results
         finally:
             os.chdir(cwd)
@@ -256,12 +376,30 @@ def run_sql_scenario(folder):
 
 
 def main(argv):
-    names = argv[1:] or sorted(
+    global PG
+    args = argv[1:]
+    destination = "duckdb"
+    if args and args[0].startswith("--destination"):
+        destination = args[0].split("=", 1)[1] if "=" in args[0] else args[1]
+        args = args[1:] if "=" in args[0] else args[2:]
+    names = args or sorted(
         d for d in os.listdir(SCENARIOS)
         if os.path.isfile(os.path.join(SCENARIOS, d, "scenario.json")))
     names += sorted(
         "sql:" + d for d in os.listdir(SQL_SCENARIOS)
-        if not argv[1:] and os.path.isfile(os.path.join(SQL_SCENARIOS, d, "scenario.json")))
+        if not args and destination == "duckdb"
+        and os.path.isfile(os.path.join(SQL_SCENARIOS, d, "scenario.json")))
+    if destination == "postgres":
+        PG = PgCluster()
+    try:
+        return generate(names, destination)
+    finally:
+        if PG is not None:
+            PG.stop()
+
+
+def generate(names, destination):
+    expected = "expected.json" if destination == "duckdb" else "expected.%s.json" % destination
     failed = False
     for name in names:
         folder = os.path.join(SCENARIOS, name)
@@ -271,12 +409,12 @@ def main(argv):
                 folder = os.path.join(SQL_SCENARIOS, name[4:])
                 out = run_sql_scenario(folder)
             else:
-                out = run_scenario(folder)
+                out = run_scenario(folder, destination)
         except Exception:
             traceback.print_exc()
             failed = True
             continue
-        with open(os.path.join(folder, "expected.json"), "w", encoding="utf-8") as f:
+        with open(os.path.join(folder, expected), "w", encoding="utf-8") as f:
             json.dump(out, f, indent=1, ensure_ascii=False)
             f.write("\n")
     return 1 if failed else 0

@@ -1,6 +1,7 @@
 //! Golden tests: each scenario under `tests/dlt_fixtures/scenarios` was run through real dlt
 //! 1.31.0 (see `tests/dlt_fixtures/generate.py`); highwater runs the same inputs with the same
-//! hints and must produce the same tables, columns, types and rows (ids compared by structure).
+//! hints and must produce the same tables, columns, types and rows (ids compared by structure),
+//! on every destination: PostgreSQL's types are read back under DuckDB's names.
 
 mod common;
 
@@ -8,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use highwater::{
-    Bound, ColumnHint, DataType, DestinationConfig, Incremental, Item, LastValueFunc,
-    MergeStrategy, OnCursorMissing, Pipeline, Resource, RowOrder, SortOrder, Source, TableName,
-    WriteDisposition,
+    Bound, ColumnHint, DataType, Incremental, Item, LastValueFunc, MergeStrategy, OnCursorMissing,
+    Resource, RowOrder, SortOrder, Source, TableName, WriteDisposition,
 };
 use serde_json::Value;
 
-use common::{canonical_trees, count, dump_dataset, expected_tables};
+use common::destinations::{Kind, TestDestination};
+use common::{canonical_trees, expected_tables};
 
 fn scenarios_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/dlt_fixtures/scenarios")
@@ -168,24 +169,29 @@ fn resource_for(dir: &Path, run: &Value, feed: Feed) -> Resource {
     resource
 }
 
-fn run_scenario(name: &str) {
-    run_scenario_in(&scenarios_dir().join(name), name, Feed::Values);
+fn run_scenario(name: &str, kind: Kind) {
+    run_scenario_in(&scenarios_dir().join(name), name, Feed::Values, kind);
 }
 
-fn run_scenario_in(dir: &Path, name: &str, feed: Feed) {
+fn run_scenario_in(dir: &Path, name: &str, feed: Feed, kind: Kind) {
     let dir = dir.to_path_buf();
     let scenario = read_json(&dir.join("scenario.json"));
-    let expected = read_json(&dir.join("expected.json"));
+    // dlt's own result on this destination when one was recorded (PostgreSQL shortens long
+    // names), else its DuckDB result, which every destination must reproduce.
+    let recorded = dir.join(match kind {
+        Kind::DuckDb => "expected.json",
+        Kind::Postgres => "expected.postgres.json",
+    });
+    let expected = read_json(&if recorded.is_file() {
+        recorded
+    } else {
+        dir.join("expected.json")
+    });
     let tmp = tempfile::tempdir().unwrap();
-    let db = tmp.path().join("out.duckdb");
+    let destination = TestDestination::new(kind, tmp.path());
     let pipeline_name = scenario["pipeline"].as_str().unwrap();
     let dataset = scenario["dataset"].as_str().unwrap();
-    let pipeline = Pipeline::builder(pipeline_name)
-        .dataset(dataset)
-        .destination(DestinationConfig::duckdb(db.clone()))
-        .working_dir(tmp.path().join("work"))
-        .build()
-        .unwrap();
+    let pipeline = destination.pipeline_with(tmp.path(), pipeline_name, dataset);
     let expected_loads = expected["run_load_ids"].as_array().unwrap();
     for (i, run) in scenario["runs"].as_array().unwrap().iter().enumerate() {
         let resource = resource_for(&dir, run, feed);
@@ -207,8 +213,7 @@ fn run_scenario_in(dir: &Path, name: &str, feed: Feed) {
             (_, Err(e)) => panic!("{name} run {i} failed: {e}"),
         }
     }
-    let conn = common::open(&db);
-    let actual = dump_dataset(&conn, dataset);
+    let actual = destination.dump_dataset(dataset);
     let wanted = expected_tables(&expected);
     let actual_names: Vec<&String> = actual.keys().collect();
     let wanted_names: Vec<&String> = wanted.keys().collect();
@@ -236,28 +241,36 @@ fn run_scenario_in(dir: &Path, name: &str, feed: Feed) {
     }
     let ds = format!("\"{dataset}\"");
     assert_eq!(
-        count(&conn, &format!("SELECT count(*) FROM {ds}._dlt_loads")),
+        destination.count(&format!("SELECT count(*) FROM {ds}._dlt_loads")),
         expected["loads"].as_i64().unwrap(),
         "{name}: _dlt_loads rows"
     );
     assert_eq!(
-        count(
-            &conn,
-            &format!("SELECT count(*) FROM {ds}._dlt_pipeline_state")
-        ),
+        destination.count(&format!("SELECT count(*) FROM {ds}._dlt_pipeline_state")),
         expected["state_rows"].as_i64().unwrap(),
         "{name}: _dlt_pipeline_state rows"
     );
 }
 
+/// Each scenario once per destination: `duckdb::nested_append`, `postgres::nested_append`, …
 macro_rules! golden {
     ($($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                run_scenario(stringify!($name));
-            }
-        )*
+        mod duckdb {
+            $(
+                #[test]
+                fn $name() {
+                    super::run_scenario(stringify!($name), super::Kind::DuckDb);
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    super::run_scenario(stringify!($name), super::Kind::Postgres);
+                }
+            )*
+        }
     };
 }
 
@@ -302,8 +315,7 @@ fn every_scenario_has_a_test() {
 
 /// Every scenario under `tests/dlt_fixtures/random` (written by `random_scenarios.py`, expected
 /// tables from real dlt) loads to the same tables as dlt.
-#[test]
-fn random_scenarios_match_dlt() {
+fn random_scenarios_match_dlt(kind: Kind) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/dlt_fixtures/random");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap()
@@ -315,6 +327,13 @@ fn random_scenarios_match_dlt() {
     // Every other scenario goes in as JSON Lines text, the command's path.
     for (i, dir) in dirs.iter().enumerate() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        if kind == Kind::Postgres && WITHOUT_POSTGRES_RESULT.contains(&name.as_str()) {
+            // dlt 1.31.0 fails on PostgreSQL here (its UNIQUE `_dlt_id` and an insert-only key
+            // repeated in a load), and its DuckDB result holds names over PostgreSQL's 63
+            // characters: there is no dlt result to compare with.
+            assert!(!dir.join("expected.postgres.json").exists(), "{name}");
+            continue;
+        }
         let scenario = read_json(&dir.join("scenario.json"));
         let row_order = scenario["runs"].as_array().unwrap().iter().any(|run| {
             run["incremental"]
@@ -326,6 +345,19 @@ fn random_scenarios_match_dlt() {
         } else {
             Feed::Lines
         };
-        run_scenario_in(dir, &name, feed);
+        run_scenario_in(dir, &name, feed, kind);
     }
+}
+
+/// Random scenarios for which dlt gives no PostgreSQL result (see `random_scenarios_match_dlt`).
+const WITHOUT_POSTGRES_RESULT: [&str; 1] = ["random_1033"];
+
+#[test]
+fn random_scenarios_match_dlt_on_duckdb() {
+    random_scenarios_match_dlt(Kind::DuckDb);
+}
+
+#[test]
+fn random_scenarios_match_dlt_on_postgres() {
+    random_scenarios_match_dlt(Kind::Postgres);
 }

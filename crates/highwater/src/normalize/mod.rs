@@ -77,6 +77,9 @@ pub struct Normalizer<'a> {
     file_prefix: String,
     /// Child table names by (table, list column).
     child_names: foldhash::HashMap<Arc<str>, foldhash::HashMap<Arc<str>, Arc<str>>>,
+    /// The unshortened paths (fragments joined by `__`) of the column and table names that were
+    /// shortened: dlt shortens a nested name from its whole path, not from a shortened parent.
+    full_paths: foldhash::HashMap<Arc<str>, Arc<str>>,
     system_names: SystemNames,
     /// The most values a flattened row had so far, plus [`SYSTEM_COLUMNS`] (at most
     /// [`MAX_ROW_CAPACITY`]): the capacity each row starts with.
@@ -215,6 +218,7 @@ impl<'a> Normalizer<'a> {
             frozen: false,
             file_prefix: String::new(),
             child_names: foldhash::HashMap::default(),
+            full_paths: foldhash::HashMap::default(),
             system_names: SystemNames::default(),
             widest_row: 0,
             has_json_columns,
@@ -652,7 +656,7 @@ impl<'a> Normalizer<'a> {
         {
             return name.clone();
         }
-        let name: Arc<str> = Arc::from(self.naming.shorten_fragments(&[table, column]));
+        let name = self.shortened(&[table, column]);
         let per_table = self.child_names.entry(table.clone()).or_default();
         if per_table.len() < 10_000 {
             per_table.insert(column.clone(), name.clone());
@@ -682,7 +686,7 @@ impl<'a> Normalizer<'a> {
         let name: Arc<str> = if prefix.is_empty() {
             Arc::from(norm_key)
         } else {
-            Arc::from(self.naming.shorten_fragments(&[prefix, &norm_key]))
+            self.shortened(&[prefix, &norm_key])
         };
         // Two different keys with one name (`userId`, `user_id`): the row keeps the last value.
         match self.name_sources.get(&name) {
@@ -699,6 +703,27 @@ impl<'a> Normalizer<'a> {
         let per_prefix = self.names.entry(prefix.clone()).or_default();
         if per_prefix.len() < 10_000 {
             per_prefix.insert(key.to_string(), name.clone());
+        }
+        name
+    }
+
+    /// The name of the path `fragments` (names this normalizer gave, and a new fragment):
+    /// the fragments' unshortened paths joined and shortened once, as dlt's
+    /// `shorten_fragments(*path, key)` does.
+    fn shortened(&mut self, fragments: &[&str]) -> Arc<str> {
+        let full: Vec<&str> = fragments
+            .iter()
+            .map(|f| self.full_paths.get(*f).map_or(*f, |p| p.as_ref()))
+            .collect();
+        let joined = full
+            .iter()
+            .filter(|f| !f.trim().is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(crate::naming::PATH_SEPARATOR);
+        let name: Arc<str> = Arc::from(self.naming.shorten_fragments(&full));
+        if *name != *joined && self.full_paths.len() < 100_000 {
+            self.full_paths.insert(name.clone(), Arc::from(joined));
         }
         name
     }

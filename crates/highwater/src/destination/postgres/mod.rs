@@ -259,10 +259,6 @@ impl Dialect for PostgresDialect {
         format!("CREATE TEMPORARY TABLE {name} ON COMMIT DROP AS {select}")
     }
 
-    fn unique_constraints(&self) -> bool {
-        true
-    }
-
     fn load_order(&self) -> &'static str {
         // A staging table is created and filled by COPY in the load's transaction, so its rows
         // sit in the heap in load order.
@@ -549,14 +545,7 @@ impl PostgresDestination {
             destination: &destination,
         };
         take_dataset_lock(&mut client, &self.dataset, timeout)?;
-        let outcome = match sql::load(&mut client, &self.dataset, &destination, &plan, job) {
-            // `_dlt_id` is UNIQUE: a row id given by the items that repeats an older row's
-            // fails the direct merge's COPY; through staging the older row goes first.
-            Err(e) if mode == MergeMode::Direct && plan.merges() && is_unique_violation(&e) => {
-                Outcome::RepeatsPrimaryKey
-            }
-            other => other?,
-        };
+        let outcome = sql::load(&mut client, &self.dataset, &destination, &plan, job)?;
         if outcome == Outcome::Loaded {
             crate::crash::point("before-commit");
             tx.commit().map_err(|e| Error::Destination {
@@ -567,16 +556,6 @@ impl PostgresDestination {
         }
         Ok(outcome)
     }
-}
-
-fn is_unique_violation(e: &Error) -> bool {
-    let Error::Destination { source, .. } = e else {
-        return false;
-    };
-    source
-        .downcast_ref::<postgres::Error>()
-        .and_then(postgres::Error::code)
-        == Some(&postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
 /// Waits for the transaction-scoped advisory lock of `dataset`: loads into one dataset take

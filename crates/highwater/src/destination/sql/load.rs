@@ -241,16 +241,18 @@ fn ensure_table(
     }
 }
 
-/// `"name" TYPE [UNIQUE] [NOT NULL]`; the constraints only with `constraints`.
+/// `"name" TYPE [NOT NULL]`; NOT NULL only with `constraints`.
+///
+/// No `UNIQUE` on `_dlt_id`, although dlt's postgres destination declares one: with it, dlt
+/// fails loads that repeat a key under `insert-only` or `upsert` (whose `_dlt_id` is the key's
+/// hash) and pays for the index on every insert; without it the tables hold what dlt's DuckDB
+/// destination gives.
 pub(super) fn column_definition(
     dialect: &dyn Dialect,
     column: &Column,
     constraints: bool,
 ) -> String {
     let mut def = format!("{} {}", quote(&column.name), dialect.type_name(column));
-    if constraints && column.unique && dialect.unique_constraints() {
-        def.push_str(" UNIQUE");
-    }
     if constraints && !column.nullable {
         def.push_str(" NOT NULL");
     }

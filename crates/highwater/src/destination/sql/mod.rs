@@ -72,12 +72,6 @@ pub trait Dialect {
     /// merge keeps the last duplicate of a key.
     fn load_order(&self) -> &'static str;
 
-    /// Whether final tables declare `UNIQUE` on columns hinted unique (`_dlt_id`), as dlt's
-    /// destination for this database does.
-    fn unique_constraints(&self) -> bool {
-        false
-    }
-
     /// `expr` (a `TIMESTAMP WITH TIME ZONE`) as RFC 3339 text in UTC, e.g.
     /// `2024-01-01T00:00:00.000000Z`.
     fn timestamp_text(&self, expr: &str) -> String;

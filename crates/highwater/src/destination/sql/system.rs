@@ -19,11 +19,7 @@ fn system_tables() -> [(&'static str, Vec<Column>); 3] {
         column.precision = Some(64);
         column
     };
-    let row_key = |name: &str| {
-        let mut column = text(name);
-        column.unique = true;
-        column
-    };
+
     let bigint = |name: &str| Column::new(name, DataType::Bigint).not_null();
     let timestamp = |name: &str| Column::new(name, DataType::Timestamp).not_null();
     let nullable_text = |name: &str| Column::new(name, DataType::Text);
@@ -59,7 +55,7 @@ fn system_tables() -> [(&'static str, Vec<Column>); 3] {
                 timestamp("created_at"),
                 nullable_text("version_hash"),
                 load_id("_dlt_load_id"),
-                row_key("_dlt_id"),
+                text("_dlt_id"),
             ],
         ),
     ]
