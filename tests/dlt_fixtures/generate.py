@@ -3,11 +3,13 @@
 
 For every folder tests/dlt_fixtures/scenarios/<name>/ that holds a scenario.json, run its runs
 through one dlt pipeline (fresh pipelines_dir + destination in a temp dir) and write
-<name>/expected.json (DuckDB) or <name>/expected.postgres.json (--destination postgres: a fresh
+<name>/expected.json (DuckDB), <name>/expected.postgres.json (--destination postgres: a fresh
 PostgreSQL cluster started by this script, one database per scenario; column types written under
-DuckDB's names, as the Rust tests read PostgreSQL back) with the resulting dataset contents.
+DuckDB's names, as the Rust tests read PostgreSQL back) or <name>/expected.filesystem.json
+(--destination filesystem: a local lake of Parquet files, read back through DuckDB views over
+each table folder, `union_by_name`) with the resulting dataset contents.
 
-usage: <venv>/bin/python tests/dlt_fixtures/generate.py [--destination duckdb|postgres] [scenario ...]
+usage: <venv>/bin/python tests/dlt_fixtures/generate.py [--destination duckdb|postgres|filesystem] [scenario ...]
 (venv made by ../shared/bench/setup-dlt.sh; postgres needs `pip install "dlt[postgres]==1.31.0"`)
 """
 import base64
@@ -273,6 +275,42 @@ class PgCluster:
 PG = None
 
 
+def dump_lake(root, dataset):
+    """The lake as the Rust tests read it: DuckDB views over each table folder's files."""
+    import glob
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone='UTC'")
+        base = os.path.join(root, dataset)
+        out = {"tables": {}}
+        counts = {}
+        for path in sorted(glob.glob(os.path.join(base, "*"))):
+            name = os.path.basename(path)
+            if not os.path.isdir(path):
+                continue
+            if name.startswith("_dlt_"):
+                counts[name] = len(glob.glob(os.path.join(path, "*.jsonl")))
+                continue
+            if not glob.glob(os.path.join(path, "*.parquet")):
+                continue
+            rel = "SELECT * FROM read_parquet('%s/*.parquet', union_by_name = true)" % path
+            con.execute('CREATE OR REPLACE VIEW v AS ' + rel)
+            cols = con.execute(
+                "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+                "WHERE table_name = 'v' ORDER BY ordinal_position").fetchall()
+            rows = con.execute("SELECT * FROM v ORDER BY ALL").fetchall()
+            out["tables"][name] = {
+                "columns": [{"name": c, "type": ty, "nullable": nl == "YES"} for c, ty, nl in cols],
+                "rows": [{c[0]: render(v, c[1]) for c, v in zip(cols, row)} for row in rows],
+            }
+        out["loads"] = counts.get("_dlt_loads", 0)
+        out["state_rows"] = counts.get("_dlt_pipeline_state", 0)
+        out["version_rows"] = counts.get("_dlt_version", 0)
+        return out
+    finally:
+        con.close()
+
+
 def run_scenario(folder, destination="duckdb"):
     with open(os.path.join(folder, "scenario.json"), encoding="utf-8") as f:
         scenario = json.load(f)
@@ -283,9 +321,12 @@ def run_scenario(folder, destination="duckdb"):
         os.chdir(tmp)  # no stray .dlt/ config is picked up
         try:
             db_path = os.path.join(tmp, "fixture.duckdb")
+            lake = os.path.join(tmp, "lake")
             if destination == "postgres":
                 dsn = PG.new_database()
                 dest = dlt.destinations.postgres(credentials=dsn)
+            elif destination == "filesystem":
+                dest = dlt.destinations.filesystem(bucket_url=lake)
             else:
                 dest = dlt.destinations.duckdb(db_path)
             pipeline = dlt.pipeline(
@@ -301,7 +342,10 @@ def run_scenario(folder, destination="duckdb"):
                     items.extend(read_jsonl(os.path.join(folder, fn)))
                 try:
                     data = make_resource(run, items, pipeline_name)
-                    info = pipeline.run(data)
+                    if destination == "filesystem":
+                        info = pipeline.run(data, loader_file_format="parquet")
+                    else:
+                        info = pipeline.run(data)
                     run_results.append(len(info.loads_ids))
                 except Exception as ex:  # record, don't fail
                     # unwrap PipelineStepFailed to the root cause
@@ -318,6 +362,8 @@ def run_scenario(folder, destination="duckdb"):
             out = {"dlt_version": dlt.__version__, "dataset": dataset, "schema": schema_name}
             if destination == "postgres":
                 out.update(dump_postgres(dsn, dataset))
+            elif destination == "filesystem":
+                out.update(dump_lake(lake, dataset))
             else:
                 out.update(dump_dataset(db_path, dataset) if os.path.exists(db_path) else
                            {"tables": {}, "loads": 0, "state_rows": 0, "version_rows": 0})

@@ -424,7 +424,7 @@ pub(crate) fn extract(
     for mut resource in resources {
         let hints = resource.hints.overridden_by(ctx.run_hints);
         let disposition = hints.write_disposition.unwrap_or_default();
-        let spec = TableSpec {
+        let mut spec = TableSpec {
             resource: resource.name.clone(),
             write_disposition: disposition,
             merge_strategy: hints.merge_strategy,
@@ -443,6 +443,10 @@ pub(crate) fn extract(
                     "the {} destination does not merge: the rows are appended, as dlt's filesystem destination does",
                     caps.kind
                 );
+                // As dlt: the tables are normalized as appended ones (no `_dlt_root_id`, row
+                // ids not derived from the key).
+                spec.write_disposition = WriteDisposition::Append;
+                spec.merge_strategy = None;
             } else if !caps.merges_with(strategy) {
                 let supported: Vec<&str> = caps.merge_strategies.iter().map(|s| s.name()).collect();
                 return Err(Error::Config(format!(

@@ -10,6 +10,7 @@
 //! per database).
 
 pub mod duckdb;
+pub mod filesystem;
 pub mod plan;
 pub mod postgres;
 pub mod sql;
@@ -23,6 +24,7 @@ use crate::package::TableFile;
 use crate::schema::{MergeStrategy, Schema};
 
 pub use self::duckdb::DuckDbConfig;
+pub use self::filesystem::FilesystemConfig;
 pub use self::postgres::PostgresConfig;
 
 /// The state row a load commits with its data.
@@ -144,6 +146,8 @@ pub enum DestinationConfig {
     DuckDb(DuckDbConfig),
     /// A PostgreSQL database.
     Postgres(PostgresConfig),
+    /// Parquet files in dlt's layout on a local folder or S3.
+    Filesystem(FilesystemConfig),
 }
 
 impl DestinationConfig {
@@ -152,8 +156,9 @@ impl DestinationConfig {
         DestinationConfig::DuckDb(DuckDbConfig::new(path))
     }
 
-    /// Parses the short forms `duckdb`, `duckdb:PATH` and `postgres://…`; `default_path` is
-    /// used for plain `duckdb`, relative paths are taken relative to `base`.
+    /// Parses the short forms `duckdb`, `duckdb:PATH`, `postgres://…`, `filesystem:PATH` and
+    /// `s3://BUCKET/PREFIX`; `default_path` is used for plain `duckdb`, relative paths are taken
+    /// relative to `base`.
     pub fn parse(spec: &str, default_path: PathBuf, base: &Path) -> Result<Self> {
         let spec = spec.trim();
         if spec == "duckdb" {
@@ -167,8 +172,19 @@ impl DestinationConfig {
                 spec, base,
             )?));
         }
+        if let Some(path) = spec.strip_prefix("filesystem:") {
+            let mut config = FilesystemConfig::new(path);
+            config.rebase(base);
+            config.validate()?;
+            return Ok(DestinationConfig::Filesystem(config));
+        }
+        if spec.starts_with("s3://") {
+            let config = FilesystemConfig::new(spec);
+            config.validate()?;
+            return Ok(DestinationConfig::Filesystem(config));
+        }
         Err(Error::Config(format!(
-            "unknown destination {:?}: expected \"duckdb\", \"duckdb:PATH\" or \"postgres://USER@HOST:PORT/DATABASE\"",
+            "unknown destination {:?}: expected \"duckdb\", \"duckdb:PATH\", \"postgres://USER@HOST:PORT/DATABASE\", \"filesystem:PATH\" or \"s3://BUCKET/PREFIX\"",
             postgres::public_url(spec)
         )))
     }
@@ -178,6 +194,7 @@ impl DestinationConfig {
         match self {
             DestinationConfig::DuckDb(_) => duckdb::CAPABILITIES,
             DestinationConfig::Postgres(_) => postgres::CAPABILITIES,
+            DestinationConfig::Filesystem(_) => filesystem::CAPABILITIES,
         }
     }
 
@@ -190,6 +207,9 @@ impl DestinationConfig {
             DestinationConfig::Postgres(config) => Ok(Box::new(
                 postgres::PostgresDestination::open(config, dataset)?,
             )),
+            DestinationConfig::Filesystem(config) => Ok(Box::new(
+                filesystem::FilesystemDestination::open(config, dataset)?,
+            )),
         }
     }
 
@@ -200,6 +220,7 @@ impl DestinationConfig {
             DestinationConfig::Postgres(config) => {
                 postgres::PostgresDestination::open(config, dataset)?.dataset_exists()
             }
+            DestinationConfig::Filesystem(config) => filesystem::dataset_exists(config, dataset),
         }
     }
 
@@ -208,6 +229,7 @@ impl DestinationConfig {
         match self {
             DestinationConfig::DuckDb(config) => format!("duckdb:{}", config.path.display()),
             DestinationConfig::Postgres(config) => config.describe(),
+            DestinationConfig::Filesystem(config) => config.describe(),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod destinations;
 pub mod pg;
+pub mod s3;
 
 use std::collections::BTreeMap;
 use std::path::Path;

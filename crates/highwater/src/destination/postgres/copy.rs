@@ -30,7 +30,8 @@ const PG_EPOCH_DAYS: i32 = 10_957;
 enum Encoder {
     Text(StringArray),
     Json(StringArray),
-    Bigint(Int64Array),
+    /// The values and the byte width of the column (`smallint`, `integer` or `bigint`).
+    Bigint(Int64Array, usize),
     Double(Float64Array),
     Bool(BooleanArray),
     Timestamp(TimestampMicrosecondArray),
@@ -80,7 +81,7 @@ impl Encoder {
         Ok(match column.data_type {
             DataType::Text => Encoder::Text(array.as_string::<i32>().clone()),
             DataType::Json => Encoder::Json(array.as_string::<i32>().clone()),
-            DataType::Bigint => Encoder::Bigint(array.as_primitive().clone()),
+            DataType::Bigint => Encoder::Bigint(array.as_primitive().clone(), int_width(column)),
             DataType::Double => Encoder::Double(array.as_primitive().clone()),
             DataType::Bool => Encoder::Bool(array.as_boolean().clone()),
             DataType::Timestamp => Encoder::Timestamp(array.as_primitive().clone()),
@@ -97,11 +98,11 @@ impl Encoder {
         })
     }
 
-    /// Writes field `i` (length and value) to `out`.
-    fn write(&self, i: usize, out: &mut Vec<u8>) {
+    /// Writes field `i` (length and value) of `column` to `out`.
+    fn write(&self, i: usize, column: &Column, out: &mut Vec<u8>) -> Result<(), String> {
         let is_null = match self {
             Encoder::Text(a) | Encoder::Json(a) => a.is_null(i),
-            Encoder::Bigint(a) => a.is_null(i),
+            Encoder::Bigint(a, _) => a.is_null(i),
             Encoder::Double(a) => a.is_null(i),
             Encoder::Bool(a) => a.is_null(i),
             Encoder::Timestamp(a) => a.is_null(i),
@@ -112,10 +113,19 @@ impl Encoder {
         };
         if is_null {
             out.extend_from_slice(&(-1i32).to_be_bytes());
-            return;
+            return Ok(());
         }
         match self {
-            Encoder::Text(a) => field(out, a.value(i).as_bytes()),
+            Encoder::Text(a) => {
+                let text = a.value(i).as_bytes();
+                if memchr::memchr(0, text).is_some() {
+                    // PostgreSQL text cannot hold NUL; dlt's postgres destination drops them.
+                    let kept: Vec<u8> = text.iter().copied().filter(|&b| b != 0).collect();
+                    field(out, &kept);
+                } else {
+                    field(out, text);
+                }
+            }
             Encoder::Json(a) => {
                 // jsonb's binary form: a version byte, then the JSON text.
                 let text = a.value(i).as_bytes();
@@ -123,7 +133,32 @@ impl Encoder {
                 out.push(1);
                 out.extend_from_slice(text);
             }
-            Encoder::Bigint(a) => field(out, &a.value(i).to_be_bytes()),
+            Encoder::Bigint(a, width) => {
+                let value = a.value(i);
+                // The wire form is exactly as wide as the column's type.
+                let out_of_range = || {
+                    format!(
+                        "column {}: {value} is out of range for {}",
+                        column.name,
+                        super::postgres_type(column)
+                    )
+                };
+                match width {
+                    2 => field(
+                        out,
+                        &i16::try_from(value)
+                            .map_err(|_| out_of_range())?
+                            .to_be_bytes(),
+                    ),
+                    4 => field(
+                        out,
+                        &i32::try_from(value)
+                            .map_err(|_| out_of_range())?
+                            .to_be_bytes(),
+                    ),
+                    _ => field(out, &value.to_be_bytes()),
+                }
+            }
             Encoder::Double(a) => field(out, &a.value(i).to_be_bytes()),
             Encoder::Bool(a) => field(out, &[u8::from(a.value(i))]),
             Encoder::Timestamp(a) => field(
@@ -141,6 +176,17 @@ impl Encoder {
             }
             Encoder::Binary(a) => field(out, a.value(i)),
         }
+        Ok(())
+    }
+}
+
+/// Bytes of the integer type a `bigint` column gets: `smallint` and `integer` for a precision
+/// of at most 16 and 32 bits (as [`super::postgres_type`] names them), else `bigint`.
+fn int_width(column: &Column) -> usize {
+    match column.precision {
+        Some(p) if p <= 16 => 2,
+        Some(p) if p <= 32 => 4,
+        _ => 8,
     }
 }
 
@@ -226,8 +272,8 @@ pub fn write_batch(
     let mut buf = Vec::with_capacity(1 << 19);
     for row in 0..batch.num_rows() {
         buf.extend_from_slice(&width);
-        for encoder in &encoders {
-            encoder.write(row, &mut buf);
+        for (encoder, column) in encoders.iter().zip(schema_columns) {
+            encoder.write(row, column, &mut buf)?;
         }
         if buf.len() >= 1 << 19 {
             out.write_all(&buf).map_err(|e| e.to_string())?;
@@ -270,6 +316,48 @@ mod tests {
         );
         // 10000 at scale 0
         assert_eq!(numeric(10_000, 0), [1, 1, 0, 0, 1]);
+    }
+
+    #[test]
+    fn integers_are_as_wide_as_their_column_type() {
+        let schema = Arc::new(ArrowSchema::new(vec![
+            Field::new("a", ArrowType::Int64, true),
+            Field::new("b", ArrowType::Int64, true),
+            Field::new("c", ArrowType::Int64, true),
+        ]));
+        let batch = |a: i64| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(vec![a])),
+                    Arc::new(Int64Array::from(vec![-2])),
+                    Arc::new(Int64Array::from(vec![3])),
+                ],
+            )
+            .unwrap()
+        };
+        let mut small = Column::new("a", DataType::Bigint);
+        small.precision = Some(16);
+        let mut int = Column::new("b", DataType::Bigint);
+        int.precision = Some(32);
+        let big = Column::new("c", DataType::Bigint);
+        let mut out = Vec::new();
+        write_batch(&batch(7), &[&small, &int, &big], &mut out).unwrap();
+        let mut want = Vec::new();
+        want.extend_from_slice(&3i16.to_be_bytes());
+        want.extend_from_slice(&2i32.to_be_bytes());
+        want.extend_from_slice(&7i16.to_be_bytes());
+        want.extend_from_slice(&4i32.to_be_bytes());
+        want.extend_from_slice(&(-2i32).to_be_bytes());
+        want.extend_from_slice(&8i32.to_be_bytes());
+        want.extend_from_slice(&3i64.to_be_bytes());
+        assert_eq!(out, want);
+
+        let err = write_batch(&batch(40_000), &[&small, &int, &big], &mut Vec::new()).unwrap_err();
+        assert!(
+            err.contains("column a") && err.contains("40000") && err.contains("smallint"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -112,10 +112,7 @@ impl PostgresConfig {
         let public = public_url(&self.credentials);
         let bad =
             |detail: String| Error::Config(format!("postgres destination {public}: {detail}"));
-        let (base, query) = match self.credentials.split_once('?') {
-            Some((base, query)) => (base, query),
-            None => (self.credentials.as_str(), ""),
-        };
+        let (base, query) = split_query(&self.credentials);
         if !(base.starts_with("postgres://") || base.starts_with("postgresql://")) {
             return Err(bad(
                 "expected a URL postgres://USER:PASSWORD@HOST:PORT/DATABASE".into(),
@@ -196,31 +193,52 @@ impl PostgresConfig {
     }
 }
 
-/// `scheme://user:***@host/db`: the password of the user info masked, the query dropped.
-pub fn public_url(url: &str) -> String {
-    let url = url.split('?').next().unwrap_or("");
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "postgres://…".into();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) => {
-            let user = user_info.split(':').next().unwrap_or("");
-            let masked = if user_info.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
-            };
-            format!("{scheme}://{masked}@{host}{tail}")
-        }
-        None => format!("{scheme}://{authority}{tail}"),
+/// `url` split where the driver splits it: before the query, and the query (empty if none).
+/// The driver takes the user info up to the first `@`, so a password may hold `/`, `?`, `:`
+/// or `&`: the query starts at the first `?` after that `@`.
+fn split_query(url: &str) -> (&str, &str) {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let host_start = url[after_scheme..]
+        .find('@')
+        .map_or(after_scheme, |i| after_scheme + i + 1);
+    match url[host_start..].find('?') {
+        Some(i) => (&url[..host_start + i], &url[host_start + i + 1..]),
+        None => (url, ""),
     }
 }
 
+/// `scheme://user:***@host/db`: the password of the user info masked, the query dropped.
+///
+/// Everything between the user name and the last `@` before the query is hidden, so a password
+/// holding `/`, `?`, `:` or even an unescaped `@` never shows, however the URL is written.
+pub fn public_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL: shown as it is unless it could hold a user info.
+        return match url.rsplit_once('@') {
+            Some((_, host)) => format!("…@{}", host.split('?').next().unwrap_or("")),
+            None => url.to_string(),
+        };
+    };
+    let Some(first_at) = rest.find('@') else {
+        let end = rest.find('?').unwrap_or(rest.len());
+        return format!("{scheme}://{}", &rest[..end]);
+    };
+    let query = rest[first_at..]
+        .find('?')
+        .map_or(rest.len(), |i| first_at + i);
+    let last_at = rest[..query].rfind('@').unwrap_or(first_at);
+    let user_info = &rest[..first_at];
+    let user = match user_info.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None if last_at != first_at => format!("{user_info}:***"),
+        None => user_info.to_string(),
+    };
+    format!("{scheme}://{user}@{}", &rest[last_at + 1..query])
+}
+
 fn query_value(url: &str, key: &str) -> Option<String> {
-    let query = url.split_once('?')?.1;
-    query
+    split_query(url)
+        .1
         .split('&')
         .filter_map(|pair| pair.split_once('='))
         .find(|(k, _)| *k == key)
@@ -544,7 +562,7 @@ impl PostgresDestination {
             client: &mut tx,
             destination: &destination,
         };
-        take_dataset_lock(&mut client, &self.dataset, timeout)?;
+        take_dataset_lock(&mut client, &destination, &self.dataset, timeout)?;
         let outcome = sql::load(&mut client, &self.dataset, &destination, &plan, job)?;
         if outcome == Outcome::Loaded {
             crate::crash::point("before-commit");
@@ -560,7 +578,12 @@ impl PostgresDestination {
 
 /// Waits for the transaction-scoped advisory lock of `dataset`: loads into one dataset take
 /// turns, whichever machine they run on.
-fn take_dataset_lock(client: &mut dyn SqlClient, dataset: &str, timeout: Duration) -> Result<()> {
+fn take_dataset_lock(
+    client: &mut dyn SqlClient,
+    destination: &str,
+    dataset: &str,
+    timeout: Duration,
+) -> Result<()> {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!("highwater dataset {dataset}").as_bytes());
     let mut key = [0u8; 8];
@@ -583,10 +606,15 @@ fn take_dataset_lock(client: &mut dyn SqlClient, dataset: &str, timeout: Duratio
             return Ok(());
         }
         if started.elapsed() >= timeout {
-            return Err(Error::Config(format!(
-                "another load into dataset {dataset} kept it busy for {:.0} s (lock_timeout, HIGHWATER_LOCK_TIMEOUT)",
-                timeout.as_secs_f64()
-            )));
+            return Err(Error::Destination {
+                destination: destination.to_string(),
+                context: format!("waiting for the load lock of dataset {dataset}"),
+                source: format!(
+                    "another load into the dataset kept it busy for {:.0} s (lock_timeout, HIGHWATER_LOCK_TIMEOUT); nothing was loaded",
+                    timeout.as_secs_f64()
+                )
+                .into(),
+            });
         }
         if !announced {
             tracing::info!(
@@ -643,6 +671,27 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(public_url("postgresql://u@h/db"), "postgresql://u@h/db");
+        assert_eq!(
+            public_url("postgres://h:5432/db?x=1"),
+            "postgres://h:5432/db"
+        );
+        // The driver takes the password up to the first `@`: `/`, `?` and `:` are its own.
+        for (url, secret) in [
+            ("postgres://u:pa/ss@h:5432/db", "pa/ss"),
+            ("postgres://u:pa?ss@h/db?sslmode=require", "pa?ss"),
+            ("postgres://u:p:a&s=s@h/db", "p:a&s=s"),
+            ("postgres://u:p@ss@h/db", "p@ss"),
+        ] {
+            let shown = public_url(url);
+            assert!(shown.starts_with("postgres://u:***@"), "{shown}");
+            assert!(!shown.contains(secret) && !shown.contains("ss"), "{shown}");
+        }
+        assert_eq!(
+            public_url("postgres://u:pa/ss?@h:5432/db?sslmode=require"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(public_url("u:pw@h/db"), "…@h/db");
+        assert_eq!(public_url("oracle"), "oracle");
         let config = PostgresConfig::from_url("postgres://u:secret@h/db", Path::new(".")).unwrap();
         assert!(!format!("{config:?}").contains("secret"));
     }
@@ -665,6 +714,19 @@ mod tests {
             parsed.driver.get_connect_timeout(),
             Some(&Duration::from_secs(5))
         );
+
+        // A password holding `?` or `/` does not hide the query from highwater: the TLS
+        // settings still apply (and nothing of the password reaches the driver's options).
+        let config = PostgresConfig::from_url(
+            "postgres://u:p?w/d@h/db?sslmode=verify-full&sslrootcert=ca.pem",
+            base,
+        )
+        .unwrap();
+        let parsed = config.parse().unwrap();
+        assert_eq!(parsed.sslmode, SslMode::VerifyFull);
+        assert_eq!(parsed.sslrootcert, Some(PathBuf::from("/p/ca.pem")));
+        assert_eq!(parsed.driver.get_password(), Some(&b"p?w/d"[..]));
+        assert_eq!(parsed.driver.get_dbname(), Some("db"));
 
         let err = PostgresConfig::from_url("postgres://u:pw@h/db?sslmode=always", base)
             .unwrap_err()
