@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
-use highwater::destination::DuckDbConfig;
+use highwater::destination::{DuckDbConfig, FilesystemConfig, PostgresConfig};
 use highwater::DestinationConfig;
 use serde::de::DeserializeOwned;
 
@@ -42,7 +42,9 @@ fn from_table(
         Some(other) => {
             bail!("{at}: [destination] kind = {other} is not a string such as \"duckdb\"")
         }
-        None => bail!("{at}: [destination] needs a kind: \"duckdb\""),
+        None => {
+            bail!("{at}: [destination] needs a kind: \"duckdb\", \"postgres\" or \"filesystem\"")
+        }
     };
     let keys = resolve_secrets_in(config, keys)?;
     match kind.as_str() {
@@ -54,7 +56,25 @@ fn from_table(
                 .map_err(|e| anyhow!("{at}: [destination]: {e}"))?;
             Ok(DestinationConfig::DuckDb(duckdb))
         }
-        other => bail!("{at}: [destination] kind = {other:?} is not one of \"duckdb\""),
+        "postgres" => {
+            let mut postgres: PostgresConfig = parse_keys(&at, &kind, keys)?;
+            postgres.rebase(&config.base);
+            postgres
+                .validate()
+                .map_err(|e| anyhow!("{at}: [destination]: {e}"))?;
+            Ok(DestinationConfig::Postgres(postgres))
+        }
+        "filesystem" => {
+            let mut filesystem: FilesystemConfig = parse_keys(&at, &kind, keys)?;
+            filesystem.rebase(&config.base);
+            filesystem
+                .validate()
+                .map_err(|e| anyhow!("{at}: [destination]: {e}"))?;
+            Ok(DestinationConfig::Filesystem(filesystem))
+        }
+        other => bail!(
+            "{at}: [destination] kind = {other:?} is not one of \"duckdb\", \"postgres\", \"filesystem\""
+        ),
     }
 }
 
@@ -132,6 +152,78 @@ mod tests {
         );
         let err = destination_of(&c).unwrap_err().to_string();
         assert!(err.contains("given twice"), "{err}");
+    }
+
+    #[test]
+    fn a_postgres_table_takes_credentials_tls_and_lock_timeout() {
+        let (dir, c) = config(
+            "[pipeline]\nname = \"p\"\n\n[destination]\nkind = \"postgres\"\ncredentials = \"postgres://loader:{secrets.pw}@db.example:5433/shop\"\nsslmode = \"verify-full\"\nsslrootcert = \"certs/ca.pem\"\nlock_timeout = 5\n",
+        );
+        std::fs::write(dir.path().join("secrets.toml"), "pw = \"s3cret\"\n").unwrap();
+        let DestinationConfig::Postgres(postgres) = destination_of(&c).unwrap() else {
+            panic!("not postgres")
+        };
+        assert_eq!(
+            postgres.credentials,
+            "postgres://loader:s3cret@db.example:5433/shop"
+        );
+        assert_eq!(postgres.sslmode.as_deref(), Some("verify-full"));
+        assert_eq!(
+            postgres.sslrootcert,
+            Some(dir.path().join("certs/ca.pem")),
+            "relative to the pipeline file's folder"
+        );
+        assert_eq!(postgres.lock_timeout, Some(5.0));
+        assert!(!format!("{postgres:?}").contains("s3cret"));
+
+        let (_d, c) = config(
+            "[pipeline]\nname = \"p\"\n\n[destination]\nkind = \"postgres\"\ncredentials = \"postgres://u:pw@h/db\"\nsslmode = \"sometimes\"\n",
+        );
+        let err = destination_of(&c).unwrap_err().to_string();
+        assert!(
+            err.contains("p.toml:4") && err.contains("sometimes") && !err.contains("pw@"),
+            "{err}"
+        );
+        let (_d, c) = config(
+            "[pipeline]\nname = \"p\"\n\n[destination]\nkind = \"postgres\"\ncredentials = \"postgres://u@h/db\"\nport = 5432\n",
+        );
+        let err = destination_of(&c).unwrap_err().to_string();
+        assert!(err.contains("p.toml:4") && err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn a_filesystem_table_takes_a_folder_or_a_bucket_with_its_keys() {
+        let (dir, c) = config(
+            "[pipeline]\nname = \"p\"\n\n[destination]\nkind = \"filesystem\"\nbucket_url = \"lake\"\n",
+        );
+        let DestinationConfig::Filesystem(fs) = destination_of(&c).unwrap() else {
+            panic!("not filesystem")
+        };
+        assert_eq!(fs.bucket_url, dir.path().join("lake").display().to_string());
+
+        let (dir, c) = config(
+            "[pipeline]\nname = \"p\"\n\n[destination]\nkind = \"filesystem\"\nbucket_url = \"s3://raw/events\"\nendpoint_url = \"http://127.0.0.1:9000\"\nregion = \"eu-west-1\"\naccess_key_id = \"AK\"\nsecret_access_key = \"{secrets.s3}\"\n",
+        );
+        std::fs::write(dir.path().join("secrets.toml"), "s3 = \"sup3rsecret\"\n").unwrap();
+        let DestinationConfig::Filesystem(fs) = destination_of(&c).unwrap() else {
+            panic!("not filesystem")
+        };
+        assert_eq!(fs.bucket_url, "s3://raw/events");
+        assert_eq!(fs.secret_access_key.as_deref(), Some("sup3rsecret"));
+        assert_eq!(fs.region.as_deref(), Some("eu-west-1"));
+        assert!(!format!("{fs:?}").contains("sup3rsecret"));
+
+        for (bad, named) in [
+            ("bucket_url = \"gs://b/p\"", "gs://"),
+            ("bucket_url = \"s3://\"", "no bucket"),
+            ("bucket_url = \"lake\"\npath = \"x\"", "path"),
+        ] {
+            let (_d, c) = config(&format!(
+                "[pipeline]\nname = \"p\"\n\n[destination]\nkind = \"filesystem\"\n{bad}\n"
+            ));
+            let err = destination_of(&c).unwrap_err().to_string();
+            assert!(err.contains("p.toml:4") && err.contains(named), "{err}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The `highwater` command run as a process: exit codes, `--json`, error texts, bad input that
-//! must leave the destination and the state unchanged, and runs killed at every stage.
+//! must leave the destination and the state unchanged. Runs killed at every stage: `kills.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -93,34 +93,6 @@ impl Project {
     fn query_i64(&self, sql: &str) -> i64 {
         let conn = duckdb::Connection::open(self.path("out.duckdb")).unwrap();
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
-    }
-
-    /// The rows of the dataset without random ids, sorted: equal for equal content.
-    fn content(&self) -> Vec<String> {
-        let conn = duckdb::Connection::open(self.path("out.duckdb")).unwrap();
-        let mut out = Vec::new();
-        for (table, sql) in [
-            ("events", "SELECT id, ts, name, _dlt_id FROM raw.events ORDER BY id"),
-            (
-                "tags",
-                "SELECT e.id, t.value, t._dlt_list_idx, t._dlt_root_id = e._dlt_id FROM raw.events__tags t JOIN raw.events e ON t._dlt_parent_id = e._dlt_id ORDER BY 1, 3",
-            ),
-        ] {
-            let mut stmt = conn.prepare(sql).unwrap();
-            let mut rows = stmt.query([]).unwrap();
-            while let Some(row) = rows.next().unwrap() {
-                let a: i64 = row.get(0).unwrap();
-                let b: String = row.get::<_, duckdb::types::Value>(1).map(|v| format!("{v:?}")).unwrap();
-                let c: String = row.get::<_, duckdb::types::Value>(2).map(|v| format!("{v:?}")).unwrap();
-                if table == "events" {
-                    out.push(format!("{table}|{a}|{b}|{c}"));
-                } else {
-                    let d: bool = row.get(3).unwrap();
-                    out.push(format!("{table}|{a}|{b}|{c}|{d}"));
-                }
-            }
-        }
-        out
     }
 }
 
@@ -257,133 +229,6 @@ fn wrong_type_for_hinted_column_fails_cleanly() {
     );
     assert!(err.contains("a.jsonl:2"), "{err}");
     assert!(!p.path("work/state.json").exists());
-}
-
-/// Kills the run at each stage; the next run must end with exactly the rows of an uninterrupted run.
-#[test]
-fn killed_runs_are_finished_by_the_next_run() {
-    let batch1: Vec<String> = (1..=1500).map(|i| event(i, i, "first")).collect();
-    // Batch 2 updates ids 1000..1500 (same ts: boundary dedup and merge) and adds new ones.
-    let batch2: Vec<String> = (1000..=3000)
-        .map(|i| event(i, i.max(1500), "second"))
-        .collect();
-
-    let reference = Project::new(PIPELINE);
-    reference.write_data("a.jsonl", &batch1);
-    assert!(reference
-        .run(&["--progress", "none"], None)
-        .status
-        .success());
-    reference.write_data("b.jsonl", &batch2);
-    assert!(reference
-        .run(&["--progress", "none"], None)
-        .status
-        .success());
-    let expected = reference.content();
-    assert!(!expected.is_empty());
-
-    for point in [
-        "after-extract",
-        "after-extract-commit",
-        "mid-normalize",
-        "before-load",
-        "before-commit",
-        "after-commit",
-    ] {
-        for crash_in_run in [1, 2] {
-            let p = Project::new(PIPELINE);
-            p.write_data("a.jsonl", &batch1);
-            let first = p.run(
-                &["--progress", "none"],
-                (crash_in_run == 1).then_some(point),
-            );
-            assert_eq!(
-                first.status.success(),
-                crash_in_run != 1,
-                "{point}: {}",
-                stderr(&first)
-            );
-            p.write_data("b.jsonl", &batch2);
-            let second = p.run(
-                &["--progress", "none"],
-                (crash_in_run == 2).then_some(point),
-            );
-            assert_eq!(
-                second.status.success(),
-                crash_in_run != 2,
-                "{point}: {}",
-                stderr(&second)
-            );
-            let last = p.run(&["--progress", "none"], None);
-            assert!(last.status.success(), "{point}: {}", stderr(&last));
-            let got = p.content();
-            assert_eq!(
-                got.len(),
-                expected.len(),
-                "crash {point} in run {crash_in_run}: row count"
-            );
-            for (g, e) in got.iter().zip(&expected) {
-                // _dlt_id is random per load: compare everything else.
-                assert_eq!(
-                    strip_id(g),
-                    strip_id(e),
-                    "crash {point} in run {crash_in_run}"
-                );
-            }
-            let stale = p.run(&["--progress", "none", "--json"], None);
-            let json: Value = serde_json::from_slice(&stale.stdout).unwrap();
-            assert_eq!(
-                json["load_ids"].as_array().unwrap().len(),
-                0,
-                "{point}: a finished pipeline loads nothing more"
-            );
-        }
-    }
-}
-
-fn strip_id(row: &str) -> String {
-    let mut parts: Vec<&str> = row.split('|').collect();
-    if parts[0] == "events" {
-        parts.pop();
-    }
-    parts.join("|")
-}
-
-/// Real SIGKILLs at arbitrary moments of a larger run.
-#[test]
-fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
-    let batch: Vec<String> = (1..=20_000).map(|i| event(i, i / 3, "n")).collect();
-    let reference = Project::new(PIPELINE);
-    reference.write_data("a.jsonl", &batch);
-    assert!(reference
-        .run(&["--progress", "none"], None)
-        .status
-        .success());
-    let expected = reference.content();
-
-    let p = Project::new(PIPELINE);
-    p.write_data("a.jsonl", &batch);
-    for delay_ms in [20u64, 60, 120, 250, 400] {
-        // The parallel normalizer runs here (files of 1000+ items); kills land in its workers too.
-        let mut child = highwater()
-            .current_dir(p.dir.path())
-            .args(["run", "pipeline.toml", "--progress", "none"])
-            .env("HIGHWATER_PARALLEL_MIN_ITEMS", "1000")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let out = p.run(&["--progress", "none"], None);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let got = p.content();
-    assert_eq!(got.len(), expected.len());
-    for (g, e) in got.iter().zip(&expected) {
-        assert_eq!(strip_id(g), strip_id(e));
-    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The `sql` source against a real PostgreSQL server (Debian's `postgresql` package, a fresh
 //! cluster started by each test) and real SQLite files, through the `highwater` command.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -9,150 +9,7 @@ use serde_json::Value;
 #[path = "../../highwater/tests/common/mod.rs"]
 mod common;
 
-/// A PostgreSQL cluster in a temporary folder, listening on 127.0.0.1; stopped on drop.
-struct PgServer {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-    run_as_postgres: bool,
-}
-
-impl PgServer {
-    fn start() -> PgServer {
-        let bin = pg_bin_dir();
-        let dir = tempfile::tempdir().unwrap();
-        // initdb refuses to run as root: the cluster then belongs to the `postgres` user.
-        let run_as_postgres = is_root();
-        if run_as_postgres {
-            let uid = id_of("postgres");
-            std::os::unix::fs::chown(dir.path(), Some(uid), None).unwrap();
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let server = PgServer {
-            dir,
-            bin,
-            port,
-            run_as_postgres,
-        };
-        let data = server.dir.path().join("data");
-        server.pg(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        );
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c TimeZone=UTC",
-            server.port,
-            server.dir.path().display()
-        );
-        let log = server.dir.path().join("log");
-        server.pg(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-o",
-                &options,
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "start",
-            ],
-        );
-        server
-    }
-
-    /// A PostgreSQL tool, run as the cluster's owner.
-    fn tool(&self, tool: &str) -> Command {
-        let program = self.bin.join(tool);
-        if self.run_as_postgres {
-            let mut cmd = Command::new("runuser");
-            cmd.args(["-u", "postgres", "--"]).arg(program);
-            cmd
-        } else {
-            Command::new(program)
-        }
-    }
-
-    fn pg(&self, tool: &str, args: &[&str]) {
-        let output = self.tool(tool).args(args).output().unwrap();
-        assert!(
-            output.status.success(),
-            "{tool} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
-    }
-
-    /// A new database, filled by `setup` (SQL statements).
-    fn database(&self, name: &str, setup: &str) -> postgres::Client {
-        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls).unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        let mut client = postgres::Client::connect(&self.url(name), postgres::NoTls).unwrap();
-        client.batch_execute(setup).unwrap();
-        client
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = self
-            .tool("pg_ctl")
-            .args(["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"])
-            .output();
-    }
-}
-
-/// The newest installed PostgreSQL's binaries (`apt-get install postgresql` puts them in
-/// `/usr/lib/postgresql/<version>/bin`; `.ci/run` installs the package when it is missing).
-fn pg_bin_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("HIGHWATER_PG_BIN") {
-        return PathBuf::from(dir);
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is not installed: apt-get install postgresql (or set HIGHWATER_PG_BIN)")
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let version = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").is_file().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .expect("no initdb under /usr/lib/postgresql/*/bin")
-        .1
-}
-
-fn is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
-}
-
-fn id_of(user: &str) -> u32 {
-    let out = Command::new("id").args(["-u", user]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
+use common::pg;
 
 /// A pipeline folder with one `sql` resource.
 struct Project {
@@ -272,9 +129,9 @@ fn orders_project(url: &str, extra: &str) -> Project {
 
 #[test]
 fn postgres_table_loads_with_its_types_and_incrementally() {
-    let server = PgServer::start();
-    let mut pg = server.database("shop", ORDERS);
-    let p = orders_project(&server.url("shop"), "");
+    let server = pg::server();
+    let (shop, mut pg) = server.database(ORDERS);
+    let p = orders_project(&server.url(&shop), "");
 
     let first = p.run(&[], &[]);
     assert_eq!(ok(&first)["tables"]["orders"], 5, "{}", stderr(&first));
@@ -373,9 +230,9 @@ fn postgres_table_loads_with_its_types_and_incrementally() {
 
 #[test]
 fn postgres_merge_uses_the_tables_primary_key_and_queries_take_a_range() {
-    let server = PgServer::start();
-    let mut pg = server.database("shop", ORDERS);
-    let p = orders_project(&server.url("shop"), "write_disposition = \"merge\"\n");
+    let server = pg::server();
+    let (shop, mut pg) = server.database(ORDERS);
+    let p = orders_project(&server.url(&shop), "write_disposition = \"merge\"\n");
     ok(&p.run(&[], &[]));
     pg.batch_execute(
         "UPDATE orders SET qty = 42, updated_at = '2024-02-01 00:00:00+00' WHERE id = 1",
@@ -391,7 +248,7 @@ fn postgres_merge_uses_the_tables_primary_key_and_queries_take_a_range() {
     // A query with an explicit interval: only rows inside [start, end) load.
     let q = Project::new(&format!(
         "[[resources]]\nname = \"big_orders\"\n\n[resources.source]\nkind = \"sql\"\nconnection = \"{}\"\nquery = \"SELECT id, amount, updated_at FROM orders WHERE amount > 1\"\n\n[resources.incremental]\ncursor_path = \"updated_at\"\ninitial_value = \"2024-01-01T00:00:00Z\"\nallow_external_schedulers = true\n",
-        server.url("shop")
+        server.url(&shop)
     ));
     let out = q.run(
         &[
@@ -410,8 +267,8 @@ fn postgres_merge_uses_the_tables_primary_key_and_queries_take_a_range() {
 
 #[test]
 fn postgres_errors_name_the_connection_but_never_the_password() {
-    let server = PgServer::start();
-    server.database("shop", ORDERS);
+    let server = pg::server();
+    let (shop, _client) = server.database(ORDERS);
     let secret = "pa55-w0rd-xyz";
     // Nothing listens on port 1.
     let p = Project::new(
@@ -428,7 +285,7 @@ fn postgres_errors_name_the_connection_but_never_the_password() {
 
     // The same secret in a working connection, every dependency logging at trace level.
     let working = Project::new(&format!(
-        "[[resources]]\nname = \"orders\"\n\n[resources.source]\nkind = \"sql\"\nconnection = \"postgres://postgres:{{secrets.pg_password}}@127.0.0.1:{}/shop\"\ntable = \"orders\"\n",
+        "[[resources]]\nname = \"orders\"\n\n[resources.source]\nkind = \"sql\"\nconnection = \"postgres://postgres:{{secrets.pg_password}}@127.0.0.1:{}/{shop}\"\ntable = \"orders\"\n",
         server.port
     ));
     let out = working.run(&[], &[("PG_PASSWORD", secret), ("RUST_LOG", "trace")]);
@@ -443,7 +300,7 @@ fn postgres_errors_name_the_connection_but_never_the_password() {
     // A missing table: the server's message, and nothing created.
     let missing = Project::new(&format!(
         "[[resources]]\nname = \"orders\"\n\n[resources.source]\nkind = \"sql\"\nconnection = \"{}\"\ntable = \"no_such_table\"\n",
-        server.url("shop")
+        server.url(&shop)
     ));
     let out = missing.run(&[], &[]);
     assert_eq!(out.status.code(), Some(1));
@@ -457,7 +314,7 @@ fn postgres_errors_name_the_connection_but_never_the_password() {
     // table and query together: a configuration error naming the file and line.
     let both = Project::new(&format!(
         "[[resources]]\nname = \"orders\"\n\n[resources.source]\nkind = \"sql\"\nconnection = \"{}\"\ntable = \"orders\"\nquery = \"SELECT 1\"\n",
-        server.url("shop")
+        server.url(&shop)
     ));
     let out = both.run(&[], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -694,9 +551,8 @@ fn sql_runs_killed_at_every_stage_are_finished_by_the_next_run() {
 /// finishes the work with every row exactly once.
 #[test]
 fn postgres_runs_killed_at_arbitrary_moments_lose_and_duplicate_nothing() {
-    let server = PgServer::start();
-    server.database(
-        "shop",
+    let server = pg::server();
+    let (shop, _client) = server.database(
         "CREATE TABLE events AS
            SELECT i::bigint AS id, 'k' || (i % 13) AS kind,
                   timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second' AS updated_at
@@ -705,7 +561,7 @@ fn postgres_runs_killed_at_arbitrary_moments_lose_and_duplicate_nothing() {
     );
     let p = Project::new(&format!(
         "[[resources]]\nname = \"events\"\n\n[resources.source]\nkind = \"sql\"\nconnection = \"{}\"\ntable = \"events\"\nchunk_size = 500\n\n[resources.incremental]\ncursor_path = \"updated_at\"\ninitial_value = \"2024-01-01T00:00:00Z\"\n",
-        server.url("shop")
+        server.url(&shop)
     ));
     for delay_ms in [60, 200, 450, 900] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_highwater"))
@@ -761,15 +617,14 @@ fn unselected_sql_resources_are_not_connected() {
 /// compare it as a number (10.50 after 9.25), not as text.
 #[test]
 fn postgres_numeric_cursors_compare_as_numbers() {
-    let server = PgServer::start();
-    let mut pg = server.database(
-        "shop",
+    let server = pg::server();
+    let (shop, mut pg) = server.database(
         "CREATE TABLE prices (sku text PRIMARY KEY, version numeric(6,2) NOT NULL);
          INSERT INTO prices VALUES ('a', 9.25), ('b', 2.00);",
     );
     let p = Project::new(&format!(
         "[[resources]]\nname = \"prices\"\n\n[resources.source]\nkind = \"sql\"\nconnection = \"{}\"\ntable = \"prices\"\n\n[resources.incremental]\ncursor_path = \"version\"\ninitial_value = 0\n",
-        server.url("shop")
+        server.url(&shop)
     ));
     assert_eq!(ok(&p.run(&[], &[]))["tables"]["prices"], 2);
     pg.batch_execute("INSERT INTO prices VALUES ('c', 10.50), ('d', 3.00)")
