@@ -346,7 +346,11 @@ impl DuckDbDestination {
         let config = config.resolved()?;
         let path = &config.path;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::disk::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::Destination {
+                destination: path.display().to_string(),
+                context: format!("creating its folder {}", dir.display()),
+                source: Box::new(e),
+            })?;
         }
         let timeout = config.lock_timeout();
         let started = Instant::now();

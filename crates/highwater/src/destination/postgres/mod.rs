@@ -357,15 +357,11 @@ struct PgClient<'a, C: GenericClient> {
 }
 
 impl<C: GenericClient> PgClient<'_, C> {
-    fn err(
-        &self,
-        context: String,
-        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-    ) -> Error {
+    fn err(&self, context: String, e: postgres::Error) -> Error {
         Error::Destination {
             destination: self.destination.to_string(),
             context,
-            source: e.into(),
+            source: driver_error(e),
         }
     }
 }
@@ -466,7 +462,7 @@ impl<C: GenericClient> SqlClient for PgClient<'_, C> {
                 .map_err(|e| Error::Destination {
                     destination: destination.to_string(),
                     context: context.clone(),
-                    source: Box::new(e),
+                    source: driver_error(e),
                 })?;
         let fail = |e: String| Error::Destination {
             destination: destination.to_string(),
@@ -499,7 +495,7 @@ impl<C: GenericClient> SqlClient for PgClient<'_, C> {
         let rows = writer.finish().map_err(|e| Error::Destination {
             destination: destination.to_string(),
             context: context.clone(),
-            source: Box::new(e),
+            source: driver_error(e),
         })?;
         tracing::debug!(elapsed = ?started.elapsed(), rows, file = %file.display(), "copied into {target}");
         Ok(())
@@ -556,7 +552,7 @@ impl PostgresDestination {
         let mut tx = self.client.transaction().map_err(|e| Error::Destination {
             destination: destination.clone(),
             context: "starting the load transaction".into(),
-            source: Box::new(e),
+            source: driver_error(e),
         })?;
         let mut client = PgClient {
             client: &mut tx,
@@ -569,11 +565,31 @@ impl PostgresDestination {
             tx.commit().map_err(|e| Error::Destination {
                 destination,
                 context: "committing the load".into(),
-                source: Box::new(e),
+                source: driver_error(e),
             })?;
         }
         Ok(outcome)
     }
+}
+
+/// The driver's error with the server's own words: a `postgres::Error` shows only "db error",
+/// its message, code, detail and hint sit in the `DbError` behind it.
+pub(crate) fn driver_error(e: postgres::Error) -> Box<dyn std::error::Error + Send + Sync> {
+    let Some(db) = e.as_db_error() else {
+        return Box::new(e);
+    };
+    let mut text = format!("{}: {} ({})", db.severity(), db.message(), db.code().code());
+    if let Some(detail) = db.detail() {
+        text.push_str(&format!("; {detail}"));
+    }
+    if let Some(hint) = db.hint() {
+        text.push_str(&format!("; hint: {hint}"));
+    }
+    // Where in a statement or a COPY (its line and column) the server stopped.
+    if let Some(place) = db.where_() {
+        text.push_str(&format!("; at {place}"));
+    }
+    text.into()
 }
 
 /// Waits for the transaction-scoped advisory lock of `dataset`: loads into one dataset take

@@ -63,7 +63,7 @@ pub fn connect(
     };
     if mode == SslMode::Disable {
         config.ssl_mode(WireSslMode::Disable);
-        return Ok(config.connect(NoTls)?);
+        return config.connect(NoTls).map_err(super::driver_error);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -92,7 +92,9 @@ pub fn connect(
     } else {
         WireSslMode::Require
     });
-    Ok(config.connect(MakeRustlsConnect::new(tls))?)
+    config
+        .connect(MakeRustlsConnect::new(tls))
+        .map_err(super::driver_error)
 }
 
 fn roots(
