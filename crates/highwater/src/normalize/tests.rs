@@ -264,7 +264,7 @@ fn objects_with_one_name_share_their_columns_like_dlt() {
 }
 
 /// The parallel normalizer with an uneven first split, so the first worker runs out early and
-/// takes tails of the other's segment, and with columns, variants and child tables appearing
+/// usually takes tails of the other's segment, and with columns, variants and child tables appearing
 /// late, so workers stop and the rest of their segments is split again: the same schema (column
 /// order) and the same rows, in the same order, as one pass.
 #[test]
@@ -350,7 +350,9 @@ fn parallel_normalize_with_steals_and_stops_gives_the_single_pass_result() {
     });
     // 4000 items; 3991 with two tags, 5 with one, 4 with none; 5 with one `extra`.
     assert_eq!(single.1.len(), 4000 + 3991 * 2 + 5 + 5);
-    let mut stole = false;
+    // Whether the first worker takes a tail of the second's segment depends on the threads'
+    // timing (`take_tail` itself is tested in `parallel`); every interleaving must give the
+    // single pass's result.
     for _ in 0..5 {
         let parallel = run(parallel::Plan {
             start: 0,
@@ -365,19 +367,11 @@ fn parallel_normalize_with_steals_and_stops_gives_the_single_pass_result() {
         assert_eq!(parallel.0, single.0, "tables and column order");
         assert_eq!(parallel.1.len(), single.1.len(), "row count");
         for (i, (p, s)) in parallel.1.iter().zip(&single.1).enumerate() {
-            assert_eq!(p, s, "row {i}");
+            assert_eq!(p, s, "row {i} (steals: {})", parallel.2);
         }
         assert!(
             parallel.3 > 0,
             "late columns stop workers; the rest is split again"
         );
-        stole |= parallel.2 > 0;
-        if stole {
-            break;
-        }
     }
-    assert!(
-        stole,
-        "the first worker never took a tail of the second's segment"
-    );
 }
