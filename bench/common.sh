@@ -26,3 +26,29 @@ measure() {
   fi
   printf '%-34s %8.2f s  %s  peak %6.0f MiB\n' "$label" "$secs" "$rate" "$(awk "BEGIN{print $rss / 1024}")"
 }
+
+# `start_postgres [SETTING=VALUE...]` creates $work (a fresh temporary folder), starts a fresh
+# cluster of Debian's postgresql package (or $HIGHWATER_PG_BIN) on a free port of 127.0.0.1 with
+# fsync off and the given settings, and sets pg_bin and url; the cluster and $work go on exit.
+start_postgres() {
+  pg_bin=${HIGHWATER_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
+  work=$(mktemp -d)
+  as_pg=()
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres "$work"
+    as_pg=(runuser -u postgres --)
+  fi
+  local port settings=""
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  for setting in "$@"; do settings="$settings -c $setting"; done
+  trap stop_postgres EXIT
+  "${as_pg[@]}" "$pg_bin/initdb" -D "$work/data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
+  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/data" -l "$work/data/log" -w \
+    -o "-p $port -k $work -c listen_addresses=127.0.0.1 -c fsync=off -c TimeZone=UTC$settings" start >/dev/null
+  url="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+stop_postgres() {
+  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}

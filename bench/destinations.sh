@@ -13,28 +13,12 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 N=${1:-1000000}
-pg_bin=${HIGHWATER_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}
 
 data="$cache/events-$N.jsonl"
 [ -s "$data" ] || python3 "$shared/bench/gen_events.py" "$N" -o "$data"
 echo "data: $data ($(du -h "$data" | cut -f1), $N events)"
 
-work=$(mktemp -d)
-as_pg=()
-if [ "$(id -u)" = 0 ]; then
-  chown postgres "$work"
-  as_pg=(runuser -u postgres --)
-fi
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-stop() {
-  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap stop EXIT
-"${as_pg[@]}" "$pg_bin/initdb" -D "$work/data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
-"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/data" -l "$work/data/log" -w \
-  -o "-p $port -k $work -c listen_addresses=127.0.0.1 -c fsync=off -c TimeZone=UTC -c max_wal_size=4GB" start >/dev/null
-url="postgres://postgres@127.0.0.1:$port/postgres"
+start_postgres max_wal_size=4GB
 psql() { "$pg_bin/psql" -q -v ON_ERROR_STOP=1 "$url" "$@"; }
 
 pipeline() { # pipeline DIR DESTINATION DISPOSITION

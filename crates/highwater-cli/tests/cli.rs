@@ -1,23 +1,14 @@
 //! The `highwater` command run as a process: exit codes, `--json`, error texts, bad input that
 //! must leave the destination and the state unchanged. Runs killed at every stage: `kills.rs`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use serde_json::Value;
 
-fn highwater() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_highwater"));
-    cmd.env_remove("HIGHWATER_TEST_CRASH")
-        .env_remove("HIGHWATER_HOME")
-        .env("RUST_LOG", "warn");
-    cmd
-}
+mod support;
 
-/// A project folder: a pipeline file over `data/*.jsonl`, merged by id, incremental on `ts`.
-struct Project {
-    dir: tempfile::TempDir,
-}
+use support::{event, highwater, stderr, Project};
 
 const PIPELINE: &str = r#"
 [pipeline]
@@ -40,28 +31,11 @@ cursor_path = "ts"
 initial_value = 0
 "#;
 
+/// The runs of this suite: `run pipeline.toml ARGS` as given, optionally crashing at a point.
 impl Project {
-    fn new(pipeline: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        std::fs::write(dir.path().join("pipeline.toml"), pipeline).unwrap();
-        Project { dir }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn write_data(&self, name: &str, lines: &[String]) {
-        std::fs::write(self.path("data").join(name), lines.join("\n") + "\n").unwrap();
-    }
-
-    fn run(&self, args: &[&str], crash: Option<&str>) -> Output {
-        let mut cmd = highwater();
-        cmd.current_dir(self.dir.path())
-            .arg("run")
-            .arg("pipeline.toml")
-            .args(args);
+    fn run_crashing(&self, args: &[&str], crash: Option<&str>) -> Output {
+        let mut cmd = self.command(&["run", "pipeline.toml"]);
+        cmd.args(args);
         if let Some(point) = crash {
             cmd.env("HIGHWATER_TEST_CRASH", point);
         }
@@ -75,33 +49,23 @@ impl Project {
             "a.jsonl",
             &(1..=3).map(|i| event(i, i, "a")).collect::<Vec<_>>(),
         );
-        assert!(p.run(&["--progress", "none"], None).status.success());
+        assert!(p
+            .run_crashing(&["--progress", "none"], None)
+            .status
+            .success());
         let state = std::fs::read(p.path("work/state.json")).unwrap();
         (p, state)
     }
 
     /// `run` with one environment variable set.
     fn run_with_env(&self, variable: &str, value: &str) -> Output {
-        highwater()
-            .current_dir(self.dir.path())
-            .args(["run", "pipeline.toml", "--progress", "none"])
-            .env(variable, value)
-            .output()
-            .unwrap()
+        self.run(&[], &[(variable, value)])
     }
 
     fn query_i64(&self, sql: &str) -> i64 {
         let conn = duckdb::Connection::open(self.path("out.duckdb")).unwrap();
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
-}
-
-fn event(id: i64, ts: i64, name: &str) -> String {
-    format!(r#"{{"id": {id}, "ts": {ts}, "name": "{name}", "tags": ["t{id}", "x"]}}"#)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 #[test]
@@ -111,7 +75,7 @@ fn run_prints_json_and_second_run_loads_nothing() {
         "a.jsonl",
         &(1..=5).map(|i| event(i, i * 10, "a")).collect::<Vec<_>>(),
     );
-    let out = p.run(&["--json", "--progress", "none"], None);
+    let out = p.run_crashing(&["--json", "--progress", "none"], None);
     assert!(out.status.success(), "{}", stderr(&out));
     let json: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
     assert_eq!(json["pipeline"], "events");
@@ -124,7 +88,7 @@ fn run_prints_json_and_second_run_loads_nothing() {
         50
     );
 
-    let again = p.run(&["--json", "--progress", "none"], None);
+    let again = p.run_crashing(&["--json", "--progress", "none"], None);
     assert!(again.status.success(), "{}", stderr(&again));
     let json: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(json["load_ids"].as_array().unwrap().len(), 0);
@@ -138,7 +102,7 @@ fn malformed_line_names_file_and_line_and_changes_nothing() {
     let mut lines: Vec<String> = (4..=20_003).map(|i| event(i, i, "b")).collect();
     lines.insert(17_999, r#"{"id": 99, "ts": "#.to_string());
     p.write_data("b.jsonl", &lines);
-    let out = p.run(&["--progress", "none"], None);
+    let out = p.run_crashing(&["--progress", "none"], None);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("b.jsonl:18000: invalid JSON"), "{err}");
@@ -183,7 +147,7 @@ fn bad_duckdb_settings_are_named_errors_and_the_next_run_loads() {
 fn bad_pipeline_files_are_named_errors() {
     let p =
         Project::new(&PIPELINE.replace("dataset = \"raw\"", "dataset = \"raw\"\nbogus_key = 1"));
-    let out = p.run(&[], None);
+    let out = p.run_crashing(&[], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("pipeline.toml:6:") && stderr(&out).contains("bogus_key"),
@@ -192,7 +156,7 @@ fn bad_pipeline_files_are_named_errors() {
     );
 
     let p = Project::new(&PIPELINE.replace("duckdb:out.duckdb", "oracle://db"));
-    let out = p.run(&[], None);
+    let out = p.run_crashing(&[], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("unknown destination \"oracle://db\""),
@@ -202,7 +166,7 @@ fn bad_pipeline_files_are_named_errors() {
     assert!(!p.path("out.duckdb").exists());
 
     let p = Project::new(PIPELINE);
-    let out = p.run(&["--no-such-flag"], None);
+    let out = p.run_crashing(&["--no-such-flag"], None);
     assert_eq!(out.status.code(), Some(2));
     let out = highwater().arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -220,7 +184,7 @@ fn wrong_type_for_hinted_column_fails_cleanly() {
             r#"{"id": 2, "ts": "soon", "tags": []}"#.to_string(),
         ],
     );
-    let out = p.run(&["--progress", "none"], None);
+    let out = p.run_crashing(&["--progress", "none"], None);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -335,7 +299,7 @@ fn scheduler_intervals_from_flags_and_environment() {
         })
         .collect();
     p.write_data("a.jsonl", &lines);
-    let out = p.run(
+    let out = p.run_crashing(
         &[
             "--json",
             "--progress",
@@ -361,7 +325,7 @@ fn scheduler_intervals_from_flags_and_environment() {
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["tables"]["events"], 24);
     assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 36);
-    let bad = p.run(
+    let bad = p.run_crashing(
         &[
             "--interval-start",
             "yesterday",
@@ -379,7 +343,7 @@ fn scheduler_intervals_from_flags_and_environment() {
 
     // An interval no resource takes is an error, not a silent incremental run.
     let plain = Project::new(PIPELINE);
-    let out = plain.run(
+    let out = plain.run_crashing(
         &[
             "--interval-start",
             "2024-01-01T00:00:00Z",
@@ -406,8 +370,11 @@ fn refresh_and_full_refresh_from_the_command() {
         "a.jsonl",
         &(1..=4).map(|i| event(i, i, "a")).collect::<Vec<_>>(),
     );
-    assert!(p.run(&["--progress", "none"], None).status.success());
-    let out = p.run(
+    assert!(p
+        .run_crashing(&["--progress", "none"], None)
+        .status
+        .success());
+    let out = p.run_crashing(
         &[
             "--progress",
             "none",
@@ -424,7 +391,7 @@ fn refresh_and_full_refresh_from_the_command() {
         "full refresh: state reset, data replaced"
     );
     assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 4);
-    let out = p.run(
+    let out = p.run_crashing(
         &[
             "--progress",
             "none",
@@ -437,7 +404,9 @@ fn refresh_and_full_refresh_from_the_command() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 4);
     assert_eq!(
-        p.run(&["--refresh", "drop_everything"], None).status.code(),
+        p.run_crashing(&["--refresh", "drop_everything"], None)
+            .status
+            .code(),
         Some(2)
     );
 }
@@ -466,7 +435,10 @@ fn info_state_schema_and_drop_commands() {
         "info does not create the destination"
     );
 
-    assert!(p.run(&["--progress", "none"], None).status.success());
+    assert!(p
+        .run_crashing(&["--progress", "none"], None)
+        .status
+        .success());
     let json: Value =
         serde_json::from_slice(&cmd(&["info", "pipeline.toml", "--json"]).stdout).unwrap();
     assert_eq!(json["dataset"], "raw");
@@ -508,7 +480,10 @@ fn info_state_schema_and_drop_commands() {
         "reset keeps the data"
     );
     // The cursor starts again: merge on id keeps rows unique.
-    assert!(p.run(&["--progress", "none"], None).status.success());
+    assert!(p
+        .run_crashing(&["--progress", "none"], None)
+        .status
+        .success());
     assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 3);
 
     let out = cmd(&["drop", "pipeline.toml", "--resource", "events", "--json"]);
@@ -527,7 +502,10 @@ fn info_state_schema_and_drop_commands() {
         stderr(&out)
     );
     // Restored after a drop, the pipeline loads everything again.
-    assert!(p.run(&["--progress", "none"], None).status.success());
+    assert!(p
+        .run_crashing(&["--progress", "none"], None)
+        .status
+        .success());
     assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 3);
 }
 
@@ -542,7 +520,7 @@ fn csv_parquet_and_gzip_sources() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
     std::fs::write(p.path("data/a.csv.gz"), gz.finish().unwrap()).unwrap();
-    let out = p.run(&["--progress", "none", "--json"], None);
+    let out = p.run_crashing(&["--progress", "none", "--json"], None);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 3);
     assert_eq!(
@@ -623,12 +601,15 @@ fn skip_loaded_files_reads_each_file_once() {
         "a.jsonl",
         &(1..=3).map(|i| event(i, i, "a")).collect::<Vec<_>>(),
     );
-    assert!(p.run(&["--progress", "none"], None).status.success());
+    assert!(p
+        .run_crashing(&["--progress", "none"], None)
+        .status
+        .success());
     p.write_data(
         "b.jsonl",
         &(4..=5).map(|i| event(i, i, "b")).collect::<Vec<_>>(),
     );
-    let out = p.run(&["--progress", "none", "--json"], None);
+    let out = p.run_crashing(&["--progress", "none", "--json"], None);
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         json["tables"]["events"],
@@ -637,7 +618,7 @@ fn skip_loaded_files_reads_each_file_once() {
         stderr(&out)
     );
     assert_eq!(p.query_i64("SELECT count(*) FROM raw.events"), 5);
-    let out = p.run(&["--progress", "none", "--json"], None);
+    let out = p.run_crashing(&["--progress", "none", "--json"], None);
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["load_ids"].as_array().unwrap().len(), 0);
 }
@@ -735,7 +716,7 @@ fn incremental_golden_scenarios_through_json_lines_files() {
         for (i, run) in scenario["runs"].as_array().unwrap().iter().enumerate() {
             let file = run["files"][0].as_str().unwrap();
             std::fs::copy(dir.join(file), p.path("current.jsonl")).unwrap();
-            let out = p.run(&["--json", "--progress", "none"], None);
+            let out = p.run_crashing(&["--json", "--progress", "none"], None);
             assert!(out.status.success(), "{name} run {i}: {}", stderr(&out));
             let json: Value = serde_json::from_slice(&out.stdout).unwrap();
             assert_eq!(

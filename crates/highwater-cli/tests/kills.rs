@@ -10,72 +10,51 @@ use std::time::Duration;
 
 #[path = "../../highwater/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::destinations::{Kind, TestDestination};
+use support::{event, events_pipeline, on_every_destination, stderr};
 
-/// A project folder: a pipeline over `data/*.jsonl` merged by id, incremental on `ts`, into one
-/// destination of the test.
+/// The events pipeline (`support::events_pipeline`) into one destination of the test.
 struct Project {
-    dir: tempfile::TempDir,
+    project: support::Project,
     destination: TestDestination,
 }
 
 impl Project {
     fn new(kind: Kind) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let destination = TestDestination::new(kind, dir.path());
-        std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        let pipeline = format!(
-            r#"[pipeline]
-name = "events"
-destination = "{}"
-dataset = "raw"
-working_dir = "work"
-
-[[resources]]
-name = "events"
-write_disposition = "merge"
-primary_key = "id"
-
-[resources.source]
-kind = "jsonl"
-path = "data/*.jsonl"
-
-[resources.incremental]
-cursor_path = "ts"
-initial_value = 0
-"#,
-            destination.spec()
-        );
-        std::fs::write(dir.path().join("pipeline.toml"), pipeline).unwrap();
-        Project { dir, destination }
+        let project = support::Project::new("");
+        // The destination's files live in the project folder, and go with it.
+        let destination = TestDestination::new(kind, project.dir.path());
+        project.write("pipeline.toml", &events_pipeline(&destination.spec()));
+        Project {
+            project: project.with_env(destination.env()),
+            destination,
+        }
     }
 
     fn write_data(&self, name: &str, lines: &[String]) {
-        std::fs::write(
-            self.dir.path().join("data").join(name),
-            lines.join("\n") + "\n",
-        )
-        .unwrap();
+        self.project.write_data(name, lines);
     }
 
-    /// `highwater run pipeline.toml --progress none ARGS`, the destination's environment set.
+    /// `highwater run pipeline.toml --progress none ARGS`.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_highwater"));
-        for var in [
-            "HIGHWATER_TEST_CRASH",
-            "HIGHWATER_HOME",
-            "HIGHWATER_LOCK_TIMEOUT",
-            "PGPASSWORD",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("RUST_LOG", "warn")
-            .envs(self.destination.env())
-            .current_dir(self.dir.path())
-            .args(["run", "pipeline.toml", "--progress", "none"])
-            .args(args);
+        let mut cmd = self
+            .project
+            .command(&["run", "pipeline.toml", "--progress", "none"]);
+        cmd.args(args);
         cmd
+    }
+
+    /// An uninterrupted run, which must succeed.
+    fn run_to_end(&self) {
+        let out = self.run(None);
+        assert!(
+            out.status.success(),
+            "{:?}: {}",
+            self.destination.kind,
+            stderr(&out)
+        );
     }
 
     fn run(&self, crash: Option<&str>) -> Output {
@@ -164,39 +143,6 @@ fn assert_same(got: &[String], expected: &[String], what: &str) {
     );
 }
 
-fn event(id: i64, ts: i64, name: &str) -> String {
-    format!(r#"{{"id": {id}, "ts": {ts}, "name": "{name}", "tags": ["t{id}", "x"]}}"#)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Runs a test over every destination kind.
-macro_rules! on_every_destination {
-    ($test:ident) => {
-        mod $test {
-            use super::*;
-            #[test]
-            fn duckdb() {
-                super::$test(Kind::DuckDb);
-            }
-            #[test]
-            fn postgres() {
-                super::$test(Kind::Postgres);
-            }
-            #[test]
-            fn filesystem() {
-                super::$test(Kind::Filesystem);
-            }
-            #[test]
-            fn s3() {
-                super::$test(Kind::S3);
-            }
-        }
-    };
-}
-
 on_every_destination!(runs_killed_at_every_stage_are_finished_by_the_next_run);
 on_every_destination!(sigkills_at_random_moments_lose_and_duplicate_nothing);
 
@@ -210,11 +156,9 @@ fn runs_killed_at_every_stage_are_finished_by_the_next_run(kind: Kind) {
 
     let reference = Project::new(kind);
     reference.write_data("a.jsonl", &batch1);
-    let out = reference.run(None);
-    assert!(out.status.success(), "{}", stderr(&out));
+    reference.run_to_end();
     reference.write_data("b.jsonl", &batch2);
-    let out = reference.run(None);
-    assert!(out.status.success(), "{}", stderr(&out));
+    reference.run_to_end();
     let expected = reference.content();
     assert!(expected.len() > 3000, "{}", expected.len());
     // A run killed before its extract is committed leaves nothing: the next run extracts both
@@ -224,8 +168,7 @@ fn runs_killed_at_every_stage_are_finished_by_the_next_run(kind: Kind) {
     let together = Project::new(kind);
     together.write_data("a.jsonl", &batch1);
     together.write_data("b.jsonl", &batch2);
-    let out = together.run(None);
-    assert!(out.status.success(), "{}", stderr(&out));
+    together.run_to_end();
     let expected_together = together.content();
 
     for point in [
@@ -287,8 +230,7 @@ fn sigkills_at_random_moments_lose_and_duplicate_nothing(kind: Kind) {
     let batch: Vec<String> = (1..=20_000).map(|i| event(i, i / 3, "n")).collect();
     let reference = Project::new(kind);
     reference.write_data("a.jsonl", &batch);
-    let out = reference.run(None);
-    assert!(out.status.success(), "{}", stderr(&out));
+    reference.run_to_end();
     let expected = reference.content();
 
     let p = Project::new(kind);

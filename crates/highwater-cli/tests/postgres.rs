@@ -2,123 +2,19 @@
 //! cluster per test process (`common::pg`), a new database per test, and a second cluster with
 //! TLS for the TLS test. Incremental merges with nested tables and dlt's types, passwords and
 //! secrets, an unreachable server, TLS (`require`, `verify-full` with a certificate made here),
-//! `info` / `state` / `drop` / `--refresh` and state restore, and two working directories loading
-//! into one database. Runs killed at every stage: `kills.rs`, over every destination.
+//! and two working directories loading into one database. The other commands and state restore
+//! (`commands.rs`) and runs killed at every stage (`kills.rs`) run over every destination.
 
 use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 #[path = "../../highwater/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::pg::{self, PgServer};
-
-/// The command, with nothing of the test's own environment that would change a run.
-fn highwater() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_highwater"));
-    for var in [
-        "HIGHWATER_TEST_CRASH",
-        "HIGHWATER_HOME",
-        "HIGHWATER_LOCK_TIMEOUT",
-        "HIGHWATER_INTERVAL_START",
-        "HIGHWATER_INTERVAL_END",
-        "DLT_INTERVAL_START",
-        "DLT_INTERVAL_END",
-        "PGPASSWORD",
-        "PG_PASSWORD",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("RUST_LOG", "warn");
-    cmd
-}
-
-/// A project folder: pipeline files, `data/`, working directories.
-struct Project {
-    dir: tempfile::TempDir,
-}
-
-impl Project {
-    fn new(pipeline: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        std::fs::write(dir.path().join("pipeline.toml"), pipeline).unwrap();
-        Project { dir }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        std::fs::write(self.path(rel), text).unwrap();
-    }
-
-    fn write_data(&self, name: &str, lines: &[String]) {
-        self.write(&format!("data/{name}"), &(lines.join("\n") + "\n"));
-    }
-
-    /// `highwater ARGS` in the project folder.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = highwater();
-        cmd.current_dir(self.dir.path()).args(args);
-        cmd
-    }
-
-    /// `highwater run FILE --progress none ARGS`.
-    fn run_file(&self, file: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
-        let mut cmd = self.command(&["run", file, "--progress", "none"]);
-        cmd.args(args);
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
-    }
-
-    fn run(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
-        self.run_file("pipeline.toml", args, envs)
-    }
-
-    /// A successful `run --json`: its JSON.
-    fn run_ok(&self, envs: &[(&str, &str)]) -> Value {
-        ok(&self.run(&["--json"], envs))
-    }
-
-    fn state_file(&self, work: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.path(work).join("state.json")).ok()
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// The JSON on stdout of a command that must have succeeded.
-fn ok(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        stderr(out)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", out.stdout))
-}
-
-/// The stderr of a command that must have failed with exit status 1.
-fn failed(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected a failed run: {}",
-        stderr(out)
-    );
-    stderr(out)
-}
+use support::{events, events_pipeline, events_pipeline_with, failed, ok, stderr, Project};
 
 /// A database of the test process's server.
 struct Db {
@@ -177,52 +73,6 @@ fn texts(client: &mut postgres::Client, sql: &str) -> Vec<Vec<String>> {
                 .collect()
         })
         .collect()
-}
-
-fn table_exists(db: &Db, schema: &str, table: &str) -> bool {
-    db.count(&format!(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' AND table_name = '{table}'"
-    )) > 0
-}
-
-/// A pipeline over `data/*.jsonl` merged by id, incremental on `ts`; `pipeline_keys` are the
-/// `[pipeline]` keys besides the name, `tail` goes at the end of the file.
-fn events_pipeline_with(pipeline_keys: &str, tail: &str) -> String {
-    format!(
-        r#"[pipeline]
-name = "events"
-{pipeline_keys}
-
-[[resources]]
-name = "events"
-write_disposition = "merge"
-primary_key = "id"
-
-[resources.source]
-kind = "jsonl"
-path = "data/*.jsonl"
-
-[resources.incremental]
-cursor_path = "ts"
-initial_value = 0
-{tail}"#
-    )
-}
-
-/// The events pipeline into `destination`, dataset `raw`, working dir `work`.
-fn events_pipeline(destination: &str) -> String {
-    events_pipeline_with(
-        &format!("destination = \"{destination}\"\ndataset = \"raw\"\nworking_dir = \"work\""),
-        "",
-    )
-}
-
-fn event(id: i64, ts: i64, name: &str) -> String {
-    format!(r#"{{"id": {id}, "ts": {ts}, "name": "{name}", "tags": ["t{id}", "x"]}}"#)
-}
-
-fn events(ids: std::ops::RangeInclusive<i64>, name: &str) -> Vec<String> {
-    ids.map(|i| event(i, i, name)).collect()
 }
 
 /// A port on 127.0.0.1 that nothing listens on.
@@ -767,7 +617,7 @@ fn tls_require_and_verify_full_against_a_server_with_a_test_certificate() {
         assert_eq!(ok(out)["tables"]["events"], 3, "{dataset}");
         assert_eq!(
             count(
-                &mut admin_client(&url("127.0.0.1")),
+                &mut tls_client(&url("127.0.0.1")),
                 &format!("SELECT count(*) FROM {dataset}.events")
             ),
             3
@@ -817,53 +667,58 @@ fn tls_require_and_verify_full_against_a_server_with_a_test_certificate() {
         .unwrap());
     assert_eq!(info["tables"]["events"], 3, "{info}");
 
-    // A root that did not sign the server's certificate: refused, naming the destination.
-    with_url(
-        "other-root.toml",
-        "other_root",
-        &format!(
-            "{}?sslmode=verify-full&sslrootcert=other-ca.pem",
-            url("127.0.0.1")
-        ),
-    );
-    let err = failed(&p.run_file("other-root.toml", &[], &[]));
-    assert!(
-        err.contains(&format!("destination {}", url("127.0.0.1"))),
-        "{err}"
-    );
-    assert!(
-        err.contains("certificate") && err.contains("UnknownIssuer"),
-        "{err}"
-    );
-    // The system roots (no sslrootcert) do not know the test CA either.
-    with_url(
-        "system-roots.toml",
-        "other_root",
-        &format!("{}?sslmode=verify-full", url("127.0.0.1")),
-    );
-    let err = failed(&p.run_file("system-roots.toml", &[], &[]));
-    assert!(err.contains("UnknownIssuer"), "{err}");
-
-    // A host name the certificate lacks (the address is still 127.0.0.1): verify-full refuses,
-    // verify-ca (chain only) connects.
+    // A host name the certificate lacks (the address is still 127.0.0.1).
     let elsewhere = format!(
         "postgres://postgres@db.elsewhere.test:{}/{db}?hostaddr=127.0.0.1&sslrootcert=ca.pem",
         server.port
     );
-    with_url(
-        "mismatch.toml",
-        "mismatch",
-        &format!("{elsewhere}&sslmode=verify-full"),
+    let shown_elsewhere = format!(
+        "destination postgres://postgres@db.elsewhere.test:{}/{db}",
+        server.port
     );
-    let err = failed(&p.run_file("mismatch.toml", &[], &[]));
-    assert!(
-        err.contains(&format!(
-            "destination postgres://postgres@db.elsewhere.test:{}/{db}",
-            server.port
-        )),
-        "{err}"
-    );
-    assert!(err.contains("not valid for name"), "{err}");
+    let shown_here = format!("destination {}", url("127.0.0.1"));
+    // Refused connections: (file, dataset, destination, what the error says).
+    let refused = [
+        // A root that did not sign the server's certificate.
+        (
+            "other-root.toml",
+            "other_root",
+            format!(
+                "{}?sslmode=verify-full&sslrootcert=other-ca.pem",
+                url("127.0.0.1")
+            ),
+            vec![shown_here.as_str(), "certificate", "UnknownIssuer"],
+        ),
+        // The system roots (no sslrootcert) do not know the test CA either.
+        (
+            "system-roots.toml",
+            "other_root",
+            format!("{}?sslmode=verify-full", url("127.0.0.1")),
+            vec!["UnknownIssuer"],
+        ),
+        // verify-full checks the host name.
+        (
+            "mismatch.toml",
+            "mismatch",
+            format!("{elsewhere}&sslmode=verify-full"),
+            vec![shown_elsewhere.as_str(), "not valid for name"],
+        ),
+        // Plain TCP is refused by this database: the runs above really went over TLS.
+        (
+            "disable.toml",
+            "plain",
+            format!("{}?sslmode=disable", url("127.0.0.1")),
+            vec!["no encryption"],
+        ),
+    ];
+    for (file, dataset, destination, says) in &refused {
+        with_url(file, dataset, destination);
+        let err = failed(&p.run_file(file, &[], &[]));
+        for words in says {
+            assert!(err.contains(words), "{file}: {words:?} in {err}");
+        }
+    }
+    // verify-ca (the chain only) connects to the name the certificate lacks.
     with_url(
         "chain-only.toml",
         "verified",
@@ -875,16 +730,7 @@ fn tls_require_and_verify_full_against_a_server_with_a_test_certificate() {
         .unwrap());
     assert_eq!(info["tables"]["events"], 3, "{info}");
 
-    // Plain TCP is refused by this database: the runs above really went over TLS.
-    with_url(
-        "disable.toml",
-        "plain",
-        &format!("{}?sslmode=disable", url("127.0.0.1")),
-    );
-    let err = failed(&p.run_file("disable.toml", &[], &[]));
-    assert!(err.contains("no encryption"), "{err}");
-
-    let mut admin = admin_client(&url("127.0.0.1"));
+    let mut admin = tls_client(&url("127.0.0.1"));
     for dataset in ["other_root", "mismatch", "plain"] {
         assert_eq!(
             count(
@@ -904,119 +750,8 @@ fn tls_require_and_verify_full_against_a_server_with_a_test_certificate() {
     );
 }
 
-fn admin_client(url: &str) -> postgres::Client {
-    tls_client(url)
-}
-
 // ---------------------------------------------------------------------------------------------
-// 5. The other commands, refresh, and state restore.
-// ---------------------------------------------------------------------------------------------
-
-#[test]
-fn info_state_drop_refresh_and_state_restore() {
-    let db = Db::new();
-    let p = Project::new(&events_pipeline(&db.url()));
-    p.write_data("a.jsonl", &events(1..=3, "a"));
-    let cmd = |args: &[&str]| p.command(args).output().unwrap();
-
-    let info = ok(&cmd(&["info", "pipeline.toml", "--json"]));
-    assert_eq!(info["tables"], serde_json::json!({}), "nothing loaded yet");
-    assert_eq!(info["destination"], db.public_url());
-    assert_eq!(
-        db.count("SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'raw'"),
-        0,
-        "info does not create the dataset"
-    );
-
-    assert_eq!(p.run_ok(&[])["tables"]["events"], 3);
-    let info = ok(&cmd(&["info", "pipeline.toml", "--json"]));
-    assert_eq!(info["dataset"], "raw");
-    assert_eq!(info["tables"]["events"], 3, "{info}");
-    assert_eq!(info["tables"]["events__tags"], 6, "{info}");
-    assert!(info["tables"].get("_dlt_loads").is_none(), "{info}");
-    assert_eq!(info["loads"].as_array().unwrap().len(), 1);
-    assert_eq!(info["loads"][0]["status"], 0);
-    assert!(
-        info["loads"][0]["inserted_at"]
-            .as_str()
-            .unwrap()
-            .ends_with('Z'),
-        "{info}"
-    );
-    assert_eq!(info["pending_packages"], serde_json::json!([]));
-    let text = String::from_utf8_lossy(&cmd(&["info", "pipeline.toml"]).stdout).into_owned();
-    assert!(
-        text.contains("events__tags") && text.contains(&db.public_url()),
-        "{text}"
-    );
-    let state = ok(&cmd(&["state", "pipeline.toml", "--resource", "events"]));
-    assert_eq!(state["incremental"]["ts"]["last_value"], 3, "{state}");
-
-    // The working dir is lost: state and schema come back from the database, nothing loads
-    // twice, and new rows load once.
-    std::fs::remove_dir_all(p.path("work")).unwrap();
-    let out = p.run_ok(&[]);
-    assert_eq!(out["load_ids"], serde_json::json!([]), "{out}");
-    let state = ok(&cmd(&["state", "pipeline.toml", "--resource", "events"]));
-    assert_eq!(
-        state["incremental"]["ts"]["last_value"], 3,
-        "restored: {state}"
-    );
-    let schema = String::from_utf8_lossy(&cmd(&["schema", "pipeline.toml"]).stdout).into_owned();
-    assert!(
-        schema.contains("events__tags:"),
-        "schema restored: {schema}"
-    );
-    p.write_data("b.jsonl", &events(4..=5, "b"));
-    assert_eq!(p.run_ok(&[])["tables"]["events"], 2);
-    assert_eq!(db.count("SELECT count(*) FROM raw.events"), 5);
-    assert_eq!(db.count("SELECT count(*) FROM raw.events__tags"), 10);
-
-    // drop: the tables go and the state is reset, committed as a load.
-    let dropped = ok(&cmd(&[
-        "drop",
-        "pipeline.toml",
-        "--resource",
-        "events",
-        "--json",
-    ]));
-    assert_eq!(dropped["dropped_resource"], "events");
-    assert!(!table_exists(&db, "raw", "events"));
-    assert!(!table_exists(&db, "raw", "events__tags"));
-    let state = ok(&cmd(&["state", "pipeline.toml", "--resource", "events"]));
-    assert_eq!(state, serde_json::json!({}), "{state}");
-    let err = failed(&cmd(&["drop", "pipeline.toml", "--resource", "nope"]));
-    assert!(err.contains("no resource named \"nope\""), "{err}");
-    // ... and a restore after the drop starts from the reset state.
-    std::fs::remove_dir_all(p.path("work")).unwrap();
-    let out = p.run_ok(&[]);
-    assert_eq!(
-        out["tables"]["events"], 5,
-        "everything again after the drop: {out}"
-    );
-    assert_eq!(db.count("SELECT count(*) FROM raw.events"), 5);
-
-    // --refresh drop_sources: the tables are dropped and loaded anew from the initial value.
-    let out = p.run_ok(&[]);
-    assert_eq!(out["load_ids"], serde_json::json!([]));
-    let out = ok(&p.run(&["--json", "--refresh", "drop_sources"], &[]));
-    assert_eq!(out["tables"]["events"], 5, "{out}");
-    let load_id = out["load_ids"][0].as_str().unwrap().to_string();
-    assert_eq!(
-        db.texts("SELECT CAST(count(*) AS text), CAST(count(DISTINCT id) AS text), min(_dlt_load_id), max(_dlt_load_id) FROM raw.events"),
-        [["5".to_string(), "5".to_string(), load_id.clone(), load_id]],
-        "only the refresh's rows"
-    );
-    assert_eq!(db.count("SELECT count(*) FROM raw.events__tags"), 10);
-
-    // Restored once more: nothing twice.
-    std::fs::remove_dir_all(p.path("work")).unwrap();
-    assert_eq!(p.run_ok(&[])["load_ids"], serde_json::json!([]));
-    assert_eq!(db.count("SELECT count(*) FROM raw.events"), 5);
-}
-
-// ---------------------------------------------------------------------------------------------
-// 6. Two working directories, one database.
+// 5. Two working directories, one database.
 // ---------------------------------------------------------------------------------------------
 
 /// The key of the advisory lock loads into `dataset` take turns on (as

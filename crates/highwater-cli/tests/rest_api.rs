@@ -2,11 +2,15 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+
+mod support;
+
+use support::highwater;
 
 /// A response: status, extra headers, body.
 type Reply = (u16, Vec<(String, String)>, String);
@@ -91,10 +95,11 @@ impl Project {
     }
 
     fn run(&self, envs: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_highwater"));
+        let mut cmd = highwater();
         cmd.current_dir(self.dir.path())
             .args(["run", "pipeline.toml", "--json", "--progress", "log"])
-            .env_remove("HIGHWATER_HOME");
+            // The binary's default log level: these tests read its messages.
+            .env_remove("RUST_LOG");
         for (k, v) in envs {
             cmd.env(k, v);
         }

@@ -2,14 +2,16 @@
 //! cluster started by each test) and real SQLite files, through the `highwater` command.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
 #[path = "../../highwater/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::pg;
+use support::{highwater, ok, stderr};
 
 /// A pipeline folder with one `sql` resource.
 struct Project {
@@ -31,11 +33,10 @@ impl Project {
     }
 
     fn run(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_highwater"));
+        let mut cmd = highwater();
         cmd.current_dir(self.path())
             .args(["run", "pipeline.toml", "--json", "--progress", "log"])
             .args(args)
-            .env_remove("HIGHWATER_HOME")
             .env("RUST_LOG", "highwater=debug");
         for (k, v) in envs {
             cmd.env(k, v);
@@ -78,20 +79,6 @@ impl Project {
         .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
         .collect()
     }
-}
-
-fn ok(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 const ORDERS: &str = "
@@ -481,10 +468,9 @@ fn the_sql_example_runs() {
         std::fs::copy(example.join(file), dir.path().join(file)).unwrap();
     }
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_highwater"))
+        highwater()
             .current_dir(dir.path())
             .args(["run", "pipeline.toml", "--json", "--progress", "none"])
-            .env_remove("HIGHWATER_HOME")
             .output()
             .unwrap()
     };
@@ -564,10 +550,9 @@ fn postgres_runs_killed_at_arbitrary_moments_lose_and_duplicate_nothing() {
         server.url(&shop)
     ));
     for delay_ms in [60, 200, 450, 900] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_highwater"))
+        let mut child = highwater()
             .current_dir(p.path())
             .args(["run", "pipeline.toml", "--progress", "none"])
-            .env_remove("HIGHWATER_HOME")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -534,11 +534,24 @@ impl Destination for FilesystemDestination {
                     .get("status")
                     .and_then(serde_json::Value::as_i64)
                     .unwrap_or_default(),
-                inserted_at: text("inserted_at"),
+                inserted_at: rfc3339_utc(&text("inserted_at")),
             });
         }
         Ok(loads)
     }
+}
+
+/// `inserted_at` as the SQL destinations report it (`…Z`); dlt writes `+00:00` into the lake,
+/// and a text that does not parse is shown as it is.
+fn rfc3339_utc(text: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(text).map_or_else(
+        |_| text.to_string(),
+        |t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string()
+        },
+    )
 }
 
 /// Whether the dataset has been created (its `init` marker exists).
