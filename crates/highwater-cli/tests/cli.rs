@@ -8,28 +8,12 @@ use serde_json::Value;
 
 mod support;
 
-use support::{event, highwater, stderr, Project};
+use support::{event, events_pipeline, highwater, stderr, Project};
 
-const PIPELINE: &str = r#"
-[pipeline]
-name = "events"
-destination = "duckdb:out.duckdb"
-dataset = "raw"
-working_dir = "work"
-
-[[resources]]
-name = "events"
-write_disposition = "merge"
-primary_key = "id"
-
-[resources.source]
-kind = "jsonl"
-path = "data/*.jsonl"
-
-[resources.incremental]
-cursor_path = "ts"
-initial_value = 0
-"#;
+/// The events pipeline (merged by id, incremental on `ts`) into `out.duckdb`.
+fn events_into_duckdb() -> String {
+    events_pipeline("duckdb:out.duckdb")
+}
 
 /// The runs of this suite: `run pipeline.toml ARGS` as given, optionally crashing at a point.
 impl Project {
@@ -44,7 +28,7 @@ impl Project {
 
     /// A project whose first run loaded events 1 to 3, and its `state.json` after that run.
     fn with_three_events_loaded() -> (Self, Vec<u8>) {
-        let p = Project::new(PIPELINE);
+        let p = Project::new(&events_into_duckdb());
         p.write_data(
             "a.jsonl",
             &(1..=3).map(|i| event(i, i, "a")).collect::<Vec<_>>(),
@@ -70,7 +54,7 @@ impl Project {
 
 #[test]
 fn run_prints_json_and_second_run_loads_nothing() {
-    let p = Project::new(PIPELINE);
+    let p = Project::new(&events_into_duckdb());
     p.write_data(
         "a.jsonl",
         &(1..=5).map(|i| event(i, i * 10, "a")).collect::<Vec<_>>(),
@@ -145,17 +129,18 @@ fn bad_duckdb_settings_are_named_errors_and_the_next_run_loads() {
 
 #[test]
 fn bad_pipeline_files_are_named_errors() {
-    let p =
-        Project::new(&PIPELINE.replace("dataset = \"raw\"", "dataset = \"raw\"\nbogus_key = 1"));
+    let p = Project::new(
+        &events_into_duckdb().replace("dataset = \"raw\"", "dataset = \"raw\"\nbogus_key = 1"),
+    );
     let out = p.run_crashing(&[], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("pipeline.toml:6:") && stderr(&out).contains("bogus_key"),
+        stderr(&out).contains("pipeline.toml:5:") && stderr(&out).contains("bogus_key"),
         "{}",
         stderr(&out)
     );
 
-    let p = Project::new(&PIPELINE.replace("duckdb:out.duckdb", "oracle://db"));
+    let p = Project::new(&events_into_duckdb().replace("duckdb:out.duckdb", "oracle://db"));
     let out = p.run_crashing(&[], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -165,7 +150,7 @@ fn bad_pipeline_files_are_named_errors() {
     );
     assert!(!p.path("out.duckdb").exists());
 
-    let p = Project::new(PIPELINE);
+    let p = Project::new(&events_into_duckdb());
     let out = p.run_crashing(&["--no-such-flag"], None);
     assert_eq!(out.status.code(), Some(2));
     let out = highwater().arg("frobnicate").output().unwrap();
@@ -175,7 +160,7 @@ fn bad_pipeline_files_are_named_errors() {
 #[test]
 fn wrong_type_for_hinted_column_fails_cleanly() {
     let p = Project::new(
-        &(PIPELINE.to_string() + "\n[resources.columns.ts]\ndata_type = \"bigint\"\n"),
+        &(events_into_duckdb() + "\n[resources.columns.ts]\ndata_type = \"bigint\"\n"),
     );
     p.write_data(
         "a.jsonl",
@@ -233,7 +218,7 @@ fn example_pipeline_runs() {
 #[test]
 fn parallel_backfills_load_every_row_once() {
     let backfill = |start: i64, end: i64| {
-        PIPELINE.replace(
+        events_into_duckdb().replace(
             "initial_value = 0",
             &format!("initial_value = {start}\nend_value = {end}"),
         )
@@ -284,7 +269,7 @@ fn parallel_backfills_load_every_row_once() {
 /// become the range of incrementals that allow external schedulers.
 #[test]
 fn scheduler_intervals_from_flags_and_environment() {
-    let pipeline = PIPELINE.replace(
+    let pipeline = events_into_duckdb().replace(
         "cursor_path = \"ts\"\ninitial_value = 0",
         "cursor_path = \"at\"\ninitial_value = \"2020-01-01T00:00:00Z\"\nallow_external_schedulers = true",
     );
@@ -342,7 +327,7 @@ fn scheduler_intervals_from_flags_and_environment() {
     );
 
     // An interval no resource takes is an error, not a silent incremental run.
-    let plain = Project::new(PIPELINE);
+    let plain = Project::new(&events_into_duckdb());
     let out = plain.run_crashing(
         &[
             "--interval-start",
@@ -365,7 +350,7 @@ fn scheduler_intervals_from_flags_and_environment() {
 
 #[test]
 fn refresh_and_full_refresh_from_the_command() {
-    let p = Project::new(PIPELINE);
+    let p = Project::new(&events_into_duckdb());
     p.write_data(
         "a.jsonl",
         &(1..=4).map(|i| event(i, i, "a")).collect::<Vec<_>>(),
@@ -413,7 +398,7 @@ fn refresh_and_full_refresh_from_the_command() {
 
 #[test]
 fn info_state_schema_and_drop_commands() {
-    let p = Project::new(PIPELINE);
+    let p = Project::new(&events_into_duckdb());
     p.write_data(
         "a.jsonl",
         &(1..=3).map(|i| event(i, i, "a")).collect::<Vec<_>>(),
@@ -511,7 +496,7 @@ fn info_state_schema_and_drop_commands() {
 
 #[test]
 fn csv_parquet_and_gzip_sources() {
-    let csv = PIPELINE.replace(
+    let csv = events_into_duckdb().replace(
         "kind = \"jsonl\"\npath = \"data/*.jsonl\"",
         "kind = \"csv\"\npath = \"data/*.csv.gz\"",
     );
@@ -540,7 +525,7 @@ fn csv_parquet_and_gzip_sources() {
     )
     .unwrap();
     drop(conn);
-    let parquet = PIPELINE
+    let parquet = events_into_duckdb()
         .replace(
             "kind = \"jsonl\"\npath = \"data/*.jsonl\"",
             "kind = \"parquet\"\npath = \"data/*.parquet\"",
@@ -583,7 +568,7 @@ fn csv_parquet_and_gzip_sources() {
 
 #[test]
 fn skip_loaded_files_reads_each_file_once() {
-    let pipeline = PIPELINE
+    let pipeline = events_into_duckdb()
         .replace(
             "path = \"data/*.jsonl\"",
             "path = \"data/*.jsonl\"\nskip_loaded_files = true",
@@ -636,7 +621,7 @@ fn parallel_normalize_gives_the_single_pass_result() {
         })
         .collect();
     let outcome = |parallel: bool| {
-        let p = Project::new(PIPELINE);
+        let p = Project::new(&events_into_duckdb());
         p.write_data("a.jsonl", &lines);
         let mut cmd = highwater();
         cmd.current_dir(p.dir.path())

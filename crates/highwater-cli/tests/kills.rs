@@ -13,7 +13,7 @@ mod common;
 mod support;
 
 use common::destinations::{Kind, TestDestination};
-use support::{event, events_pipeline, on_every_destination, stderr};
+use support::{event, events_pipeline, on_every_destination, stderr, CRASH_POINTS};
 
 /// The events pipeline (`support::events_pipeline`) into one destination of the test.
 struct Project {
@@ -171,14 +171,7 @@ fn runs_killed_at_every_stage_are_finished_by_the_next_run(kind: Kind) {
     together.run_to_end();
     let expected_together = together.content();
 
-    for point in [
-        "after-extract",
-        "after-extract-commit",
-        "mid-normalize",
-        "before-load",
-        "before-commit",
-        "after-commit",
-    ] {
+    for point in CRASH_POINTS {
         for crash_in_run in [1, 2] {
             let p = Project::new(kind);
             let crash = |run| (run == crash_in_run).then_some(point);

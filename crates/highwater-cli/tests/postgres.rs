@@ -754,6 +754,35 @@ fn tls_require_and_verify_full_against_a_server_with_a_test_certificate() {
 // 5. Two working directories, one database.
 // ---------------------------------------------------------------------------------------------
 
+/// A session of its own that takes and gives back the lock loads into a dataset take turns on.
+struct DatasetLock {
+    client: postgres::Client,
+    key: i64,
+}
+
+impl DatasetLock {
+    /// Takes the lock of `dataset`.
+    fn hold(db: &Db, dataset: &str) -> DatasetLock {
+        let mut client = db.client();
+        let key = dataset_lock_key(&mut client, dataset);
+        let mut lock = DatasetLock { client, key };
+        lock.lock();
+        lock
+    }
+
+    fn lock(&mut self) {
+        self.client
+            .execute("SELECT pg_advisory_lock($1)", &[&self.key])
+            .unwrap();
+    }
+
+    fn unlock(&mut self) {
+        self.client
+            .execute("SELECT pg_advisory_unlock($1)", &[&self.key])
+            .unwrap();
+    }
+}
+
 /// The key of the advisory lock loads into `dataset` take turns on (as
 /// `destination::postgres::take_dataset_lock` derives it: the first 8 bytes of a SHA-256).
 fn dataset_lock_key(client: &mut postgres::Client, dataset: &str) -> i64 {
@@ -849,11 +878,7 @@ data_type = "timestamp"
     p.write_data("a.jsonl", &lines);
 
     // Hold the dataset's load lock until both runs wait for it, so their loads overlap.
-    let mut holder = db.client();
-    let key = dataset_lock_key(&mut holder, "raw");
-    holder
-        .execute("SELECT pg_advisory_lock($1)", &[&key])
-        .unwrap();
+    let mut holder = DatasetLock::hold(&db, "raw");
     let mut children = vec![
         spawn_run(
             &p,
@@ -882,9 +907,7 @@ data_type = "timestamp"
         0,
         "nothing committed while the lock is held"
     );
-    holder
-        .execute("SELECT pg_advisory_unlock($1)", &[&key])
-        .unwrap();
+    holder.unlock();
     for child in children {
         let out = child.wait_with_output().unwrap();
         let json = ok(&out);
@@ -926,19 +949,13 @@ fn concurrent_state_writing_runs_from_two_working_dirs_conflict_instead_of_losin
     p.write("b.toml", &pipeline("work_b"));
     p.write_data("a.jsonl", &events(1..=50, "a"));
 
-    let mut holder = db.client();
-    let key = dataset_lock_key(&mut holder, "raw");
-    holder
-        .execute("SELECT pg_advisory_lock($1)", &[&key])
-        .unwrap();
+    let mut holder = DatasetLock::hold(&db, "raw");
     let mut children = vec![
         spawn_run(&p, "pipeline.toml", &[]),
         spawn_run(&p, "b.toml", &[]),
     ];
     wait_for_waiting_loads(&db, 2, &mut children);
-    holder
-        .execute("SELECT pg_advisory_unlock($1)", &[&key])
-        .unwrap();
+    holder.unlock();
     let outs: Vec<Output> = children
         .into_iter()
         .map(|c| c.wait_with_output().unwrap())
@@ -995,17 +1012,13 @@ fn concurrent_state_writing_runs_from_two_working_dirs_conflict_instead_of_losin
     // A load that cannot get the lock in time gives up naming the destination; its package
     // waits for the next run.
     p.write_data("c.jsonl", &events(81..=90, "c"));
-    holder
-        .execute("SELECT pg_advisory_lock($1)", &[&key])
-        .unwrap();
+    holder.lock();
     let err = failed(&p.run_file(files[winner], &[], &[("HIGHWATER_LOCK_TIMEOUT", "1")]));
     assert!(
         err.contains(&format!("destination {}", db.public_url())) && err.contains("busy"),
         "{err}"
     );
-    holder
-        .execute("SELECT pg_advisory_unlock($1)", &[&key])
-        .unwrap();
+    holder.unlock();
     assert_eq!(db.count("SELECT count(*) FROM raw.events"), 80);
     let out = ok(&p.run_file(files[winner], &["--json"], &[]));
     assert_eq!(out["tables"]["events"], 10, "{out}");

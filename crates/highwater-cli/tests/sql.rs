@@ -11,7 +11,7 @@ mod common;
 mod support;
 
 use common::pg;
-use support::{highwater, ok, stderr};
+use support::{highwater, ok, stderr, CRASH_POINTS};
 
 /// A pipeline folder with one `sql` resource.
 struct Project {
@@ -496,14 +496,7 @@ fn the_sql_example_runs() {
 /// crash point is at the 1,000th item.)
 #[test]
 fn sql_runs_killed_at_every_stage_are_finished_by_the_next_run() {
-    for point in [
-        "after-extract",
-        "after-extract-commit",
-        "mid-normalize",
-        "before-load",
-        "before-commit",
-        "after-commit",
-    ] {
+    for point in CRASH_POINTS {
         let p = Project::new(
             "[[resources]]\nname = \"readings\"\nwrite_disposition = \"merge\"\n\n[resources.source]\nkind = \"sql\"\nconnection = \"sqlite:sensors.db\"\ntable = \"readings\"\nchunk_size = 100\n\n[resources.incremental]\ncursor_path = \"seq\"\ninitial_value = 0\n",
         );

@@ -127,6 +127,17 @@ pub fn failed(out: &Output) -> String {
     stderr(out)
 }
 
+/// The points a run can be told to crash at (`HIGHWATER_TEST_CRASH`), in the order a run
+/// reaches them.
+pub const CRASH_POINTS: [&str; 6] = [
+    "after-extract",
+    "after-extract-commit",
+    "mid-normalize",
+    "before-load",
+    "before-commit",
+    "after-commit",
+];
+
 /// A pipeline over `data/*.jsonl` merged by id, incremental on `ts`; `pipeline_keys` are the
 /// `[pipeline]` keys besides the name, `tail` goes at the end of the file.
 pub fn events_pipeline_with(pipeline_keys: &str, tail: &str) -> String {
