@@ -14,7 +14,8 @@ pub fn info(pipeline: &Pipeline, as_json: bool) -> Result<()> {
     } else {
         (Vec::new(), Vec::new())
     };
-    let pending = pipeline.pending_packages()?;
+    let pending = pipeline.pending_package_stages()?;
+    let failed = pipeline.failed_packages()?;
     if as_json {
         let out = json!({
             "pipeline": pipeline.name(),
@@ -23,7 +24,9 @@ pub fn info(pipeline: &Pipeline, as_json: bool) -> Result<()> {
             "working_dir": pipeline.working_dir().display().to_string(),
             "tables": tables.iter().map(|t| (t.table.clone(), json!(t.rows))).collect::<serde_json::Map<_, _>>(),
             "loads": loads.iter().map(|l| json!({"load_id": l.load_id, "status": l.status, "inserted_at": l.inserted_at})).collect::<Vec<_>>(),
-            "pending_packages": pending,
+            "pending_packages": pending.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            "new_packages": pending.iter().map(|(id, stage)| json!({"load_id": id, "stage": stage})).collect::<Vec<_>>(),
+            "failed_packages": failed.iter().map(|(id, dir)| json!({"load_id": id, "kept_in": dir.display().to_string()})).collect::<Vec<_>>(),
         });
         println!("{out}");
         return Ok(());
@@ -46,12 +49,24 @@ pub fn info(pipeline: &Pipeline, as_json: bool) -> Result<()> {
     for l in &loads {
         println!("  {}  status {}  {}", l.load_id, l.status, l.inserted_at);
     }
-    println!("pending packages");
+    println!("new packages (not loaded yet)");
     if pending.is_empty() {
         println!("  (none)");
     }
-    for id in &pending {
-        println!("  {id} (finished by the next run)");
+    for (id, stage) in &pending {
+        let next = if *stage == "normalized" {
+            "the next run loads it"
+        } else {
+            "the next run normalizes and loads it"
+        };
+        println!("  {id}  {stage}: {next}");
+    }
+    println!("failed packages (set aside, never loaded)");
+    if failed.is_empty() {
+        println!("  (none)");
+    }
+    for (id, dir) in &failed {
+        println!("  {id}  kept in {}", dir.display());
     }
     Ok(())
 }
@@ -107,10 +122,61 @@ pub fn drop(
     if as_json {
         println!(
             "{}",
-            json!({"pipeline": info.pipeline, "dataset": info.dataset, "load_ids": info.load_ids, "dropped_resource": resource})
+            json!({
+                "pipeline": info.pipeline,
+                "dataset": info.dataset,
+                "load_ids": info.load_ids,
+                "dropped_resource": resource,
+                "dropped_tables": info.dropped_tables,
+            })
+        );
+    } else if info.load_ids.is_empty() {
+        eprintln!("nothing to drop: resource {resource} has no tables and no state");
+    } else if info.dropped_tables.is_empty() {
+        eprintln!(
+            "resource {resource} had no tables; its state was reset (load {})",
+            info.load_ids.join(", ")
         );
     } else {
-        eprintln!("dropped the tables and state of resource {resource}");
+        eprintln!(
+            "dropped resource {resource}: tables {} in dataset {}, and its state (load {})",
+            info.dropped_tables.join(", "),
+            info.dataset,
+            info.load_ids.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `highwater prune`: loaded packages beyond the newest `keep` (default: the pipeline's
+/// setting), and with `failed` the failed packages, deleted from the working directory.
+pub fn prune(pipeline: &Pipeline, keep: Option<usize>, failed: bool, as_json: bool) -> Result<()> {
+    let keep = keep.unwrap_or_else(|| pipeline.kept_loaded_packages());
+    let (loaded, failed) = pipeline.prune_packages(keep, failed)?;
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "pipeline": pipeline.name(),
+                "working_dir": pipeline.working_dir().display().to_string(),
+                "kept_loaded_packages": keep,
+                "pruned_loaded_packages": loaded,
+                "pruned_failed_packages": failed,
+            })
+        );
+        return Ok(());
+    }
+    if loaded.is_empty() && failed.is_empty() {
+        eprintln!(
+            "nothing to prune in {} (at most {keep} loaded packages are kept)",
+            pipeline.working_dir().display()
+        );
+    }
+    for id in &loaded {
+        eprintln!("deleted loaded package {id}");
+    }
+    for id in &failed {
+        eprintln!("deleted failed package {id}");
     }
     Ok(())
 }
@@ -145,11 +211,11 @@ pub(crate) fn check_resource(config: &LoadedConfig, name: &str) -> Result<()> {
         .iter()
         .map(|r| r.name.as_str())
         .collect();
-    bail!(
+    Err(crate::usage(format!(
         "{}: no resource named {name:?} (resources: {})",
         config.path.display(),
         names.join(", ")
-    )
+    )))
 }
 
 /// A small YAML writer for JSON values (maps, lists, scalars), enough for the schema.

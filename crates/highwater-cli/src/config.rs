@@ -35,9 +35,14 @@ pub struct PipelineSection {
     /// Dataset; default `<name>_dataset`.
     #[serde(default)]
     pub dataset: Option<String>,
-    /// Working directory; default `$HIGHWATER_HOME/<name>` or `.highwater/<name>`.
+    /// Working directory; default `$HIGHWATER_HOME/<name>`, else `.highwater/<name>` beside the
+    /// pipeline file.
     #[serde(default)]
     pub working_dir: Option<String>,
+    /// Loaded packages kept in the working directory, newest first (default 3); `prune` deletes
+    /// older ones at any time.
+    #[serde(default)]
+    pub keep_loaded_packages: Option<usize>,
 }
 
 /// A key given as one string or a list of strings (`primary_key`, `merge_key`).
@@ -100,12 +105,19 @@ pub struct ResourceConfig {
 pub struct SourceConfig {
     /// `jsonl` | `json` | `csv` | `parquet` | `rest_api` | `sql`.
     pub kind: Spanned<String>,
-    /// Files: a glob or a plain path, relative to the pipeline file.
+    /// Files: a glob or a plain path, relative to the pipeline file. A plain path must exist.
     #[serde(default)]
-    pub path: Option<String>,
+    pub path: Option<Spanned<String>>,
     /// Files: skip files already loaded (same path and modification time).
     #[serde(default)]
     pub skip_loaded_files: bool,
+    /// Files: a glob that matches no file fails the run (default: a warning, and no load).
+    #[serde(default)]
+    pub require_files: bool,
+    /// csv: `false` keeps every cell as text (default `true`: integers, floats and booleans are
+    /// recognised in columns without a `data_type` hint).
+    #[serde(default)]
+    pub infer_types: Option<bool>,
     /// REST: the first URL.
     #[serde(default)]
     pub url: Option<String>,
@@ -196,10 +208,10 @@ pub struct IncrementalConfig {
     pub cursor_path: String,
     /// First start value.
     #[serde(default)]
-    pub initial_value: Option<toml::Value>,
+    pub initial_value: Option<Spanned<toml::Value>>,
     /// End value: makes a stateless backfill.
     #[serde(default)]
-    pub end_value: Option<toml::Value>,
+    pub end_value: Option<Spanned<toml::Value>>,
     /// `max` (default) | `min`.
     #[serde(default)]
     pub last_value_func: Option<Spanned<String>>,
@@ -260,7 +272,8 @@ pub struct LoadedConfig {
     pub file: PipelineFile,
     /// The pipeline file's path.
     pub path: PathBuf,
-    /// Its folder: relative paths are relative to it.
+    /// Its folder (absolute): every relative path of the file, and the default DuckDB file and
+    /// working directory, are in it.
     pub base: PathBuf,
     text: String,
 }
@@ -270,18 +283,16 @@ impl LoadedConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading pipeline file {}", path.display()))?;
-        let file: PipelineFile = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|span| line_of(&text, span.start));
-            match line {
-                Some(line) => anyhow!("{}:{line}: {}", path.display(), e.message().trim()),
-                None => anyhow!("{}: {}", path.display(), e.message().trim()),
-            }
-        })?;
+        let file: PipelineFile =
+            toml::from_str(&text).map_err(|e| crate::config_errors::explain(path, &text, &e))?;
+        // Absolute, so that what the file names is the same whatever the working directory.
         let base = path
             .parent()
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::path::absolute(&base)
+            .with_context(|| format!("finding the folder of {}", path.display()))?;
         let names: Vec<&str> = file.resources.iter().map(|r| r.name.as_str()).collect();
         for (i, name) in names.iter().enumerate() {
             if names[..i].contains(name) {
@@ -336,7 +347,14 @@ impl LoadedConfig {
         Ok(out)
     }
 
+    /// The value of secret `name`, registered with the redaction layer so it is never printed.
     fn secret(&self, name: &str) -> Result<String> {
+        let value = self.secret_value(name)?;
+        crate::redact::register(&value);
+        Ok(value)
+    }
+
+    fn secret_value(&self, name: &str) -> Result<String> {
         let file = self.base.join("secrets.toml");
         if file.exists() {
             let text = std::fs::read_to_string(&file)
@@ -358,7 +376,7 @@ impl LoadedConfig {
 }
 
 /// 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()
         .filter(|&&b| b == b'\n')

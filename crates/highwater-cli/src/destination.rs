@@ -2,8 +2,6 @@
 //! `[destination]` table whose `kind` picks the destination and whose other keys are that
 //! destination's config (the library's config structs, unknown keys refused).
 
-use std::path::PathBuf;
-
 use anyhow::{anyhow, bail, Result};
 use highwater::destination::{DuckDbConfig, FilesystemConfig, PostgresConfig};
 use highwater::DestinationConfig;
@@ -11,10 +9,11 @@ use serde::de::DeserializeOwned;
 
 use crate::config::LoadedConfig;
 
-/// The destination the pipeline file declares; DuckDB `<name>.duckdb` when it declares none.
+/// The destination the pipeline file declares; DuckDB `<name>.duckdb` beside the file when it
+/// declares none or a bare `duckdb`.
 pub fn destination_of(config: &LoadedConfig) -> Result<DestinationConfig> {
     let section = &config.file.pipeline;
-    let default_db = PathBuf::from(format!("{}.duckdb", section.name));
+    let default_db = config.base.join(format!("{}.duckdb", section.name));
     match (&section.destination, &config.file.destination) {
         (Some(_), Some(table)) => bail!(
             "{}: the destination is given twice: keep either [pipeline] destination or the [destination] table",
@@ -22,6 +21,7 @@ pub fn destination_of(config: &LoadedConfig) -> Result<DestinationConfig> {
         ),
         (Some(spec), None) => {
             let spec_text = config.resolve_secrets(spec.get_ref())?;
+            crate::redact::register_credentials(Some(&spec_text));
             DestinationConfig::parse(&spec_text, default_db, &config.base)
                 .map_err(|e| anyhow!("{}: {e}", config.at(spec)))
         }
@@ -47,6 +47,7 @@ fn from_table(
         }
     };
     let keys = resolve_secrets_in(config, keys)?;
+    crate::redact::register_credentials(keys.get("credentials").and_then(toml::Value::as_str));
     match kind.as_str() {
         "duckdb" => {
             let mut duckdb: DuckDbConfig = parse_keys(&at, &kind, keys)?;
@@ -233,10 +234,16 @@ mod tests {
             destination_of(&c).unwrap(),
             DestinationConfig::duckdb(dir.path().join("db/out.duckdb"))
         );
-        let (_d, c) = config("[pipeline]\nname = \"p\"\n");
-        assert_eq!(
-            destination_of(&c).unwrap(),
-            DestinationConfig::duckdb("p.duckdb")
-        );
+        // No destination, or a bare "duckdb": <name>.duckdb beside the pipeline file.
+        for text in [
+            "[pipeline]\nname = \"p\"\n",
+            "[pipeline]\nname = \"p\"\ndestination = \"duckdb\"\n",
+        ] {
+            let (dir, c) = config(text);
+            assert_eq!(
+                destination_of(&c).unwrap(),
+                DestinationConfig::duckdb(dir.path().join("p.duckdb"))
+            );
+        }
     }
 }

@@ -2,8 +2,11 @@
 
 mod commands;
 mod config;
+mod config_errors;
 mod destination;
+mod interrupt;
 mod progress;
+mod redact;
 mod sources;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use highwater::{Hints, Interval, Pipeline, Refresh, RunOptions, WriteDisposition};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use config::LoadedConfig;
 use progress::ProgressMode;
@@ -59,6 +62,24 @@ enum Command {
         /// Output format.
         #[arg(long, default_value = "yaml", value_parser = ["yaml", "json"])]
         format: String,
+        /// Print JSON (the same as `--format json`).
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
+    },
+    /// Delete loaded packages beyond the newest N from the working directory (and, with
+    /// --failed, the packages set aside as failed).
+    Prune {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// How many loaded packages to keep; default the file's keep_loaded_packages (3).
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        /// Also delete the failed packages.
+        #[arg(long)]
+        failed: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Drop a resource's tables and state.
     Drop {
@@ -119,25 +140,89 @@ struct RunArgs {
     json: bool,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging();
-    match dispatch(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", chain.join(": "));
-            ExitCode::from(1)
+impl Command {
+    /// Whether the command was asked for JSON on stdout (then a failure is JSON there too).
+    fn wants_json(&self) -> bool {
+        match self {
+            Command::Run(args) => args.json,
+            Command::Info { json, .. }
+            | Command::State { json, .. }
+            | Command::Drop { json, .. }
+            | Command::Prune { json, .. }
+            | Command::Schema { json, .. } => *json,
         }
     }
 }
 
+/// An error in how the command was called (exit status 2), as opposed to a failed run (1).
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Fails with exit status 2.
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    UsageError(message.into()).into()
+}
+
+/// The pipeline and dataset of the command, once known: a failure printed as JSON names them.
+static RUNNING: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    redact::register_credentials(None);
+    interrupt::install();
+    let is_run = matches!(cli.command, Command::Run(_));
+    let json = cli.command.wants_json();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            let message = redact::redact(&chain.join(": ")).into_owned();
+            eprintln!("error: {message}");
+            if json {
+                let (pipeline, dataset) = match RUNNING.get() {
+                    Some((p, d)) => (json!(p), json!(d)),
+                    None => (Value::Null, Value::Null),
+                };
+                let mut out = json!({"pipeline": pipeline, "dataset": dataset, "error": message});
+                if is_run {
+                    out["load_ids"] = json!([]);
+                    out["tables"] = json!({});
+                    out["state"] = Value::Null;
+                }
+                println!("{out}");
+            }
+            let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+/// Logs to stderr at `RUST_LOG`'s level (default `warn`), other libraries capped at `info`,
+/// every line through the redaction layer; colour only on a terminal and without `NO_COLOR`.
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let cap = tracing_subscriber::filter::filter_fn(|meta| {
+        !redact::third_party_capped(meta.target(), meta.level())
+    });
+    let output = tracing_subscriber::fmt::layer()
+        .with_writer(|| redact::RedactingStderr)
+        .with_ansi(progress::colour_on_stderr());
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(cap)
+        .with(output)
         .try_init();
 }
 
@@ -162,14 +247,30 @@ fn dispatch(cli: Cli) -> Result<()> {
             json: _,
         } => {
             let Some(pipeline) = pipeline else {
-                anyhow::bail!("state: give the pipeline file (highwater state PIPELINE.toml)");
+                return Err(usage(
+                    "state: give the pipeline file (highwater state PIPELINE.toml)",
+                ));
             };
             let config = load_config(&pipeline)?;
             commands::show_state(&config, &pipeline_from(&config)?, resource.as_deref())
         }
-        Command::Schema { pipeline, format } => {
+        Command::Schema {
+            pipeline,
+            format,
+            json,
+        } => {
             let config = load_config(&pipeline)?;
-            commands::schema(&pipeline_from(&config)?, &format)
+            let format = if json { "json" } else { format.as_str() };
+            commands::schema(&pipeline_from(&config)?, format)
+        }
+        Command::Prune {
+            pipeline,
+            keep,
+            failed,
+            json,
+        } => {
+            let config = load_config(&pipeline)?;
+            commands::prune(&pipeline_from(&config)?, keep, failed, json)
         }
         Command::Drop {
             pipeline,
@@ -190,10 +291,21 @@ fn pipeline_from(config: &LoadedConfig) -> Result<Pipeline> {
     if let Some(dataset) = &section.dataset {
         builder = builder.dataset(dataset.clone());
     }
-    if let Some(dir) = &section.working_dir {
-        builder = builder.working_dir(config.resolve(dir));
+    // Relative to the pipeline file, as every path of the file: the same file run from any
+    // folder finds the same working directory (and so the same state).
+    match &section.working_dir {
+        Some(dir) => builder = builder.working_dir(config.resolve(dir)),
+        None if std::env::var_os("HIGHWATER_HOME").is_none() => {
+            builder = builder.working_dir(config.base.join(".highwater").join(&section.name));
+        }
+        None => {}
     }
-    Ok(builder.build()?)
+    if let Some(keep) = section.keep_loaded_packages {
+        builder = builder.keep_loaded_packages(keep);
+    }
+    let pipeline = builder.build()?;
+    let _ = RUNNING.set((pipeline.name().to_string(), pipeline.dataset().to_string()));
+    Ok(pipeline)
 }
 
 /// An explicit interval must reach a resource: one of the run's resources must take the range
@@ -206,16 +318,20 @@ fn require_external_schedulers(config: &LoadedConfig, selected: &[String]) -> Re
                 .is_some_and(|i| i.allow_external_schedulers)
     });
     if !accepts {
-        anyhow::bail!(
+        return Err(usage(format!(
             "{}: --interval-start/--interval-end need a resource with \
              [resources.incremental] allow_external_schedulers = true",
             config.path.display()
-        );
+        )));
     }
     Ok(())
 }
 
+/// The pipeline file; one that is not there is bad usage (exit status 2).
 fn load_config(path: &Path) -> Result<LoadedConfig> {
+    if !path.is_file() {
+        return Err(usage(format!("{}: no such pipeline file", path.display())));
+    }
     LoadedConfig::load(path)
 }
 
@@ -236,29 +352,40 @@ fn run(args: RunArgs) -> Result<()> {
             }),
             ..Hints::default()
         },
-        resources: args.resources.clone(),
+        // The source holds the selected resources only.
+        resources: Vec::new(),
         refresh: args.refresh.as_deref().and_then(Refresh::parse),
         reset_state: false,
         interval: match (&args.interval_start, &args.interval_end) {
-            (Some(start), Some(end)) => Some(Interval::parse(start, end)?),
+            (Some(start), Some(end)) => Some(
+                Interval::parse(start, end)
+                    .map_err(|e| usage(format!("--interval-start/--interval-end: {e}")))?,
+            ),
             _ => None,
         },
     };
-    let info = pipeline
-        .run_with(source, &options)
+    let outcome = if source.resource_names().is_empty() {
+        // Nothing to read (no file matched): only what earlier runs left is finished.
+        pipeline.finish_pending()
+    } else {
+        pipeline.run_with(source, &options)
+    };
+    let info = outcome
+        .map_err(|e| sources::explain_run_error(&config, e))
         .with_context(|| format!("pipeline {} failed", pipeline.name()))?;
     if args.json {
-        let state = pipeline.local_state()?.unwrap_or(serde_json::Value::Null);
+        let state = pipeline.local_state()?.unwrap_or(Value::Null);
         let out = json!({
             "pipeline": info.pipeline,
             "dataset": info.dataset,
             "load_ids": info.load_ids,
             "tables": info.tables,
-            "state": state.get("sources").cloned().unwrap_or(serde_json::Value::Null),
+            "state": state.get("sources").cloned().unwrap_or(Value::Null),
+            "error": null,
         });
         println!("{out}");
-    } else if info.load_ids.is_empty() {
-        eprintln!("nothing new to load");
+    } else {
+        eprintln!("{}", progress::summary(&pipeline, &info));
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 mod support;
 
-use support::{event, events_pipeline, highwater, stderr, Project};
+use support::{event, events_pipeline, failed, highwater, ok, stderr, Project};
 
 /// The events pipeline (merged by id, incremental on `ts`) into `out.duckdb`.
 fn events_into_duckdb() -> String {
@@ -211,6 +211,124 @@ fn example_pipeline_runs() {
         "one progress line per stage: {}",
         stderr(&out)
     );
+    // 151 ids appear more than once in the example's one load: the last line of each wins (see
+    // README: dlt 1.31.0 keeps the first on DuckDB and an arbitrary one on PostgreSQL).
+    let conn = duckdb::Connection::open(example.join("github_events.duckdb")).unwrap();
+    let one = |sql: &str| -> String { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        one("SELECT CAST(count(*) AS VARCHAR) || '/' || CAST(count(DISTINCT id) AS VARCHAR) FROM github_data.events"),
+        "1343/1343"
+    );
+    // id 2: a PullRequestEvent on 2024-01-01's line 2, a PushEvent on 2024-01-02's line 342.
+    assert_eq!(
+        one("SELECT type FROM github_data.events WHERE id = 2"),
+        "PushEvent"
+    );
+}
+
+#[test]
+fn missing_paths_fail_and_empty_globs_warn_and_load_nothing() {
+    let p = Project::new(&events_into_duckdb().replace("data/*.jsonl", "data/events.jsonl"));
+    let err = failed(&p.run(&[], &[]));
+    assert!(
+        err.contains(
+            "pipeline.toml:14: resource events: path \"data/events.jsonl\" does not exist"
+        ),
+        "{err}"
+    );
+
+    // A glob that matches nothing: a warning, success, and no load at all, not even a state.
+    let p = Project::new(&events_into_duckdb());
+    let out = p.run(&["--json"], &[]);
+    assert_eq!(ok(&out)["load_ids"], serde_json::json!([]));
+    assert!(
+        stderr(&out)
+            .contains("pipeline.toml:14: resource events: no file matches path \"data/*.jsonl\""),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!p.path("work/state.json").exists());
+    assert!(!p.path("out.duckdb").exists());
+
+    // ... a failure with require_files = true.
+    let p = Project::new(&events_into_duckdb().replace(
+        "path = \"data/*.jsonl\"",
+        "path = \"data/*.jsonl\"\nrequire_files = true",
+    ));
+    let err = failed(&p.run(&[], &[]));
+    assert!(
+        err.contains("no file matches path") && err.contains("require_files = true"),
+        "{err}"
+    );
+}
+
+/// A CSV pipeline of places, with `source_keys` in its source and `tail` at the end.
+fn places(source_keys: &str, tail: &str) -> String {
+    format!(
+        "[pipeline]\nname = \"places\"\ndestination = \"duckdb:out.duckdb\"\ndataset = \"raw\"\nworking_dir = \"work\"\n\n[[resources]]\nname = \"places\"\n\n[resources.source]\nkind = \"csv\"\npath = \"data/*.csv\"\n{source_keys}\n{tail}"
+    )
+}
+
+#[test]
+fn csv_text_hints_keep_the_text_and_inference_can_be_off() {
+    let zip_text = "\n[resources.columns.zip]\ndata_type = \"text\"\n";
+    let p = Project::new(&places("", zip_text));
+    p.write("data/a.csv", "zip,n\n01234,007\n");
+    ok(&p.run(&["--json"], &[]));
+    let conn = duckdb::Connection::open(p.path("out.duckdb")).unwrap();
+    let (zip, n): (String, i64) = conn
+        .query_row("SELECT zip, n FROM raw.places", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((zip.as_str(), n), ("01234", 7));
+    drop(conn);
+
+    let p = Project::new(&places("infer_types = false", ""));
+    p.write("data/a.csv", "zip,n\n01234,007\n");
+    ok(&p.run(&["--json"], &[]));
+    let conn = duckdb::Connection::open(p.path("out.duckdb")).unwrap();
+    let (zip, n): (String, String) = conn
+        .query_row("SELECT zip, n FROM raw.places", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((zip.as_str(), n.as_str()), ("01234", "007"));
+    drop(conn);
+
+    let p = Project::new(&places("infer_types = false", "").replace("csv", "jsonl"));
+    assert!(failed(&p.run(&[], &[])).contains("infer_types is a csv setting"));
+}
+
+/// A hint given once the column exists with another type: an error when storing the values in
+/// the existing type would change them, else a warning; the column keeps its type.
+#[test]
+fn a_type_hint_that_cannot_apply_to_an_existing_column_is_said() {
+    let p = Project::new(&places("", ""));
+    p.write("data/a.csv", "zip,n\n01234,1.5\n");
+    ok(&p.run(&["--json"], &[]));
+    p.write(
+        "pipeline.toml",
+        &places("", "\n[resources.columns.zip]\ndata_type = \"text\"\n"),
+    );
+    p.write("data/b.csv", "zip,n\n05678,2.5\n");
+    let err = failed(&p.run(&[], &[]));
+    assert!(
+        err.contains("table places, column zip: the hint data_type = \"text\" cannot apply: the column exists as bigint"),
+        "{err}"
+    );
+    p.write(
+        "pipeline.toml",
+        &places("", "\n[resources.columns.n]\ndata_type = \"bigint\"\n"),
+    );
+    std::fs::remove_file(p.path("data/a.csv")).unwrap();
+    let out = p.run(&["--json"], &[]);
+    assert_eq!(ok(&out)["tables"]["places"], 1);
+    assert!(
+        stderr(&out).contains("table places, column n: the hint data_type = \"bigint\" does not apply: the column exists as double"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Adjacent half-open ranges run as separate processes of one pipeline at the same time load every
@@ -319,7 +437,7 @@ fn scheduler_intervals_from_flags_and_environment() {
         ],
         None,
     );
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(bad.status.code(), Some(2), "bad usage");
     assert!(
         stderr(&bad).contains("interval start \"yesterday\""),
         "{}",
@@ -337,7 +455,7 @@ fn scheduler_intervals_from_flags_and_environment() {
         ],
         None,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "bad usage");
     assert!(
         stderr(&out).contains(
             "need a resource with [resources.incremental] allow_external_schedulers = true"
@@ -480,7 +598,7 @@ fn info_state_schema_and_drop_commands() {
         0
     );
     let out = cmd(&["drop", "pipeline.toml", "--resource", "nope"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "bad usage");
     assert!(
         stderr(&out).contains("no resource named \"nope\""),
         "{}",

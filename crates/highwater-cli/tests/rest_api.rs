@@ -340,9 +340,101 @@ fn records_and_paginator_are_guessed_like_dlt() {
     let p = Project::new(&format!("url = \"{base}/pages\""), false);
     let out = p.run(&[]);
     assert_eq!(tables(&out)["events"], 4);
+    // An uncertain guess is said as the line to write in the pipeline file.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("paginator = { type = \"page_number\", base_page = 0, page_param = \"page\", total_path = \"total_pages\" }")
+            && !err.contains("PageNumber"),
+        "{err}"
+    );
     assert_eq!(count.load(Ordering::SeqCst) - before, 2);
     assert_eq!(
         p.count("SELECT count(*) FROM raw.events WHERE id IN (10, 11, 20, 21)"),
         4
+    );
+}
+
+/// SPEC §8: no secret is printed at any log level, the HTTP library's own trace output
+/// included, nor in the error naming a URL: a bearer token, a secret query parameter and a
+/// secret in the URL's path.
+#[test]
+fn secrets_in_token_query_and_path_are_never_printed_even_at_trace_level() {
+    const TOKEN: &str = "tok-3f9a1c77";
+    const KEY: &str = "key/with spaces+7b2e";
+    const KEY_IN_QUERY: &str = "key%2Fwith%20spaces%2B7b2e";
+    const ACCOUNT: &str = "acct-5d41402a";
+    let (base, _) = serve(|target, auth, _| {
+        let path = target.split('?').next().unwrap_or("");
+        let key = target
+            .split_once('?')
+            .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("key=")));
+        if auth != Some(&*format!("Bearer {TOKEN}")) || key != Some(KEY_IN_QUERY) {
+            return (401, vec![], "{}".into());
+        }
+        if path == format!("/v1/{ACCOUNT}/events") {
+            return (200, vec![], json!(events(0..3)).to_string());
+        }
+        (404, vec![], "{}".into())
+    });
+    let source = |path: &str| {
+        format!(
+            "url = \"{base}/v1/{{secrets.account}}/{path}\"\nparams = {{ key = \"{{secrets.api_key}}\" }}\nauth = {{ type = \"bearer\", token = \"{{secrets.api_token}}\" }}\npaginator = {{ type = \"single_page\" }}"
+        )
+    };
+    let secrets = [
+        ("API_TOKEN", TOKEN),
+        ("API_KEY", KEY),
+        ("ACCOUNT", ACCOUNT),
+        ("RUST_LOG", "trace"),
+    ];
+    let printed = |out: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let p = Project::new(&source("events"), false);
+    let out = p.run(&secrets);
+    assert_eq!(tables(&out)["events"], 3);
+    let text = printed(&out);
+    assert!(text.contains(" INFO "), "a verbose run: {text}");
+    for secret in [TOKEN, KEY, KEY_IN_QUERY, ACCOUNT] {
+        assert!(!text.contains(secret), "{secret} printed: {text}");
+    }
+
+    let p = Project::new(&source("missing"), false);
+    let out = p.run(&secrets);
+    assert_eq!(out.status.code(), Some(1));
+    let text = printed(&out);
+    assert!(
+        text.contains(&format!("{base}/v1/***/missing")) && text.contains("404"),
+        "{text}"
+    );
+    for secret in [TOKEN, KEY, KEY_IN_QUERY, ACCOUNT] {
+        assert!(!text.contains(secret), "{secret} printed: {text}");
+    }
+}
+
+/// A data selector that finds nothing on a page with content is said, with what the page has.
+#[test]
+fn a_data_selector_that_matches_nothing_is_said_with_the_page_keys() {
+    let (base, _) = serve(|_, _, _| {
+        let body = json!({"results": events(0..2), "count": 2});
+        (200, vec![], body.to_string())
+    });
+    let p = Project::new(
+        &format!("url = \"{base}/x\"\ndata_selector = \"data\"\npaginator = {{ type = \"single_page\" }}"),
+        false,
+    );
+    let out = p.run(&[]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "resource events: data_selector = \"data\" matches nothing on the page from {base}/x; its top-level keys are"
+        )) && err.contains("\"results\"")
+            && err.contains("\"count\""),
+        "{err}"
     );
 }

@@ -89,6 +89,22 @@ pub enum Error {
         message: String,
     },
 
+    /// An `initial_value` or `end_value` that is not of the cursor's type as written (a number
+    /// such as `20240101` for a timestamp cursor, a word for a date cursor).
+    #[error("resource {resource}, cursor {cursor_path}: {key} {value} is not a {expected}, the type of the cursor's values")]
+    BoundType {
+        /// The resource.
+        resource: String,
+        /// The cursor path.
+        cursor_path: String,
+        /// `initial_value` or `end_value`.
+        key: &'static str,
+        /// The value as given (JSON).
+        value: String,
+        /// The cursor's type: `number`, `text`, `date` or `timestamp`.
+        expected: &'static str,
+    },
+
     /// The destination refused an operation.
     #[error("destination {destination}: {context}: {source}")]
     Destination {

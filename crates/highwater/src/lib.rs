@@ -50,7 +50,9 @@ pub use error::{Error, Result};
 pub use incremental::{
     Bound, Incremental, IncrementalView, Interval, LastValueFunc, OnCursorMissing, RowOrder,
 };
-pub use pipeline::{LoadInfo, Pipeline, PipelineBuilder, Refresh, RunOptions};
+pub use pipeline::{
+    LoadInfo, Pipeline, PipelineBuilder, Refresh, RunOptions, DEFAULT_KEEP_LOADED_PACKAGES,
+};
 pub use progress::ProgressEvent;
 pub use resource::{
     ColumnHint, Hints, Item, ItemIter, Resource, ResourceContext, Source, TableName,

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use crate::disk::{create_dir_all, list_dir, read_json, remove_dir_if_exists, sync_dir};
 use crate::error::{Error, Result};
+use crate::lock::LockFile;
 use crate::resource::ColumnHint;
 use crate::schema::{MergeStrategy, WriteDisposition};
 
@@ -169,7 +170,7 @@ pub struct Package {
     /// Where it is now.
     pub stage: Stage,
     store: PackageStore,
-    _lock: File,
+    _lock: LockFile,
 }
 
 impl PackageStore {
@@ -217,7 +218,7 @@ impl PackageStore {
         self.root.join("locks").join(format!("{load_id}.lock"))
     }
 
-    fn try_lock(&self, load_id: &str) -> Result<Option<File>> {
+    fn try_lock(&self, load_id: &str) -> Result<Option<LockFile>> {
         crate::lock::try_lock_file(&self.lock_path(load_id))
     }
 
@@ -307,21 +308,85 @@ impl PackageStore {
                 _lock: lock,
             });
         }
+        self.remove_stale_locks()?;
         Ok(packages)
     }
 
-    /// Keeps the data files of the newest `keep` loaded packages; older ones keep only their
-    /// manifest, schema and file list (a load's data lives in the destination, not here).
-    pub fn prune_loaded(&self, keep: usize) -> Result<()> {
+    /// Removes the lock files of packages that are gone (a process killed as it made or finished
+    /// one); a lock somebody holds stays.
+    fn remove_stale_locks(&self) -> Result<()> {
+        for name in list_dir(&self.root.join("locks"))? {
+            let Some(id) = name.strip_suffix(".lock") else {
+                continue;
+            };
+            let in_a_stage = [
+                Stage::New,
+                Stage::Extracted,
+                Stage::Normalizing,
+                Stage::Normalized,
+            ]
+            .iter()
+            .any(|s| self.dir(*s, id).exists());
+            if !in_a_stage {
+                // Taken and given back at once: the file goes with the lock.
+                drop(self.try_lock(id)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Load ids of packages set aside because they could not be finished (`failed/<id>`, kept
+    /// for inspection), oldest first.
+    pub fn failed_ids(&self) -> Result<Vec<String>> {
+        let mut ids = list_dir(&self.root.join("failed"))?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Where a failed package is kept.
+    pub fn failed_dir(&self, load_id: &str) -> PathBuf {
+        self.root.join("failed").join(load_id)
+    }
+
+    /// Keeps the newest `keep` loaded packages (whole, for inspection) and deletes the older
+    /// ones (a load's data lives in the destination, not here); returns the deleted load ids.
+    pub fn prune_loaded(&self, keep: usize) -> Result<Vec<String>> {
         let mut ids = list_dir(&self.stage_dir(Stage::Loaded))?;
         ids.sort();
         let old = ids.len().saturating_sub(keep);
-        for id in &ids[..old] {
-            let dir = self.dir(Stage::Loaded, id);
-            remove_dir_if_exists(&dir.join("tables"))?;
-            remove_dir_if_exists(&dir.join("items"))?;
+        let pruned: Vec<String> = ids.drain(..old).collect();
+        for id in &pruned {
+            remove_dir_if_exists(&self.dir(Stage::Loaded, id))?;
         }
-        Ok(())
+        Ok(pruned)
+    }
+
+    /// Deletes the packages set aside as failed; returns their load ids.
+    pub fn prune_failed(&self) -> Result<Vec<String>> {
+        let ids = self.failed_ids()?;
+        for id in &ids {
+            remove_dir_if_exists(&self.failed_dir(id))?;
+        }
+        Ok(ids)
+    }
+
+    /// Load ids of packages not yet loaded, with `extracted` or `normalized`: what the next run
+    /// still has to do with them (for `info`).
+    pub fn pending_stages(&self) -> Result<Vec<(String, &'static str)>> {
+        let mut out: Vec<(String, &'static str)> = Vec::new();
+        for (stage, name) in [
+            (Stage::Normalized, "normalized"),
+            (Stage::Normalizing, "extracted"),
+            (Stage::Extracted, "extracted"),
+        ] {
+            for id in list_dir(&self.stage_dir(stage))? {
+                if !out.iter().any(|(known, _)| *known == id) {
+                    out.push((id, name));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Load ids of packages not yet loaded (for `info`).
@@ -400,10 +465,8 @@ impl Package {
         read_json(&self.dir().join("files.json"), "package file list")
     }
 
-    /// Removes the lock file once the package is loaded; nobody recovers a loaded package.
-    pub fn release(self) {
-        let _ = fs::remove_file(self.store.lock_path(&self.load_id));
-    }
+    /// Gives the package's lock back once it is loaded (its lock file goes with it).
+    pub fn release(self) {}
 }
 
 /// Writes extracted items as lines `<source>:<line>\t<json>` (location empty when unknown).

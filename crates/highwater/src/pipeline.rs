@@ -1,7 +1,6 @@
 //! The pipeline: a working directory, a destination and a dataset; `run` = recover pending
 //! packages → extract → normalize → load, each stage leaving its output on disk.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,8 +20,11 @@ use crate::resource::{Hints, Resource, Source};
 use crate::schema::Schema;
 use crate::state;
 
-/// Loaded packages whose files are kept for inspection; older ones keep only their metadata.
-const LOADED_PACKAGES_KEPT: usize = 3;
+/// Items normalized between two progress events.
+const NORMALIZE_PROGRESS_EVERY: u64 = 4096;
+
+/// Loaded packages kept in the working directory by default, for inspection.
+pub const DEFAULT_KEEP_LOADED_PACKAGES: usize = 3;
 
 /// The outcome of a run.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -35,6 +37,8 @@ pub struct LoadInfo {
     pub load_ids: Vec<String>,
     /// Rows loaded per table.
     pub tables: IndexMap<String, u64>,
+    /// Tables dropped by the committed loads (a refresh or a drop of resources).
+    pub dropped_tables: Vec<String>,
 }
 
 /// What a refresh wipes before the run extracts (dlt's `refresh` modes).
@@ -87,6 +91,7 @@ pub struct Pipeline {
     working_dir: PathBuf,
     naming: Naming,
     progress: ProgressFn,
+    keep_loaded_packages: usize,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -107,6 +112,7 @@ pub struct PipelineBuilder {
     dataset: Option<String>,
     destination: Option<DestinationConfig>,
     working_dir: Option<PathBuf>,
+    keep_loaded_packages: usize,
 }
 
 impl PipelineBuilder {
@@ -125,6 +131,14 @@ impl PipelineBuilder {
     /// The working directory itself (default `$HIGHWATER_HOME/<name>` or `.highwater/<name>`).
     pub fn working_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.working_dir = Some(dir.into());
+        self
+    }
+
+    /// How many loaded packages stay in the working directory (the newest, whole, for
+    /// inspection); older ones are deleted after each load. Default
+    /// [`DEFAULT_KEEP_LOADED_PACKAGES`].
+    pub fn keep_loaded_packages(mut self, keep: usize) -> Self {
+        self.keep_loaded_packages = keep;
         self
     }
 
@@ -159,6 +173,7 @@ impl PipelineBuilder {
             working_dir,
             naming,
             progress: Arc::new(|_| {}),
+            keep_loaded_packages: self.keep_loaded_packages,
         })
     }
 }
@@ -171,6 +186,7 @@ impl Pipeline {
             dataset: None,
             destination: None,
             working_dir: None,
+            keep_loaded_packages: DEFAULT_KEEP_LOADED_PACKAGES,
         }
     }
 
@@ -235,6 +251,42 @@ impl Pipeline {
         PackageStore::new(&self.working_dir).pending_ids()
     }
 
+    /// Packages not loaded yet, each with `extracted` or `normalized`.
+    pub fn pending_package_stages(&self) -> Result<Vec<(String, &'static str)>> {
+        PackageStore::new(&self.working_dir).pending_stages()
+    }
+
+    /// Deletes loaded packages beyond the newest `keep`, and with `failed` the packages set
+    /// aside as failed; returns the deleted load ids (loaded, failed).
+    pub fn prune_packages(&self, keep: usize, failed: bool) -> Result<(Vec<String>, Vec<String>)> {
+        let store = PackageStore::new(&self.working_dir);
+        let loaded = store.prune_loaded(keep)?;
+        let failed = if failed {
+            store.prune_failed()?
+        } else {
+            Vec::new()
+        };
+        Ok((loaded, failed))
+    }
+
+    /// How many loaded packages the pipeline keeps.
+    pub fn kept_loaded_packages(&self) -> usize {
+        self.keep_loaded_packages
+    }
+
+    /// Packages set aside because they could not be finished, with the folder each is kept in.
+    pub fn failed_packages(&self) -> Result<Vec<(String, PathBuf)>> {
+        let store = PackageStore::new(&self.working_dir);
+        Ok(store
+            .failed_ids()?
+            .into_iter()
+            .map(|id| {
+                let dir = store.failed_dir(&id);
+                (id, dir)
+            })
+            .collect())
+    }
+
     /// Runs a source (or a single resource) with its own hints.
     pub fn run(&self, source: impl Into<Source>) -> Result<LoadInfo> {
         self.run_with(source, &RunOptions::default())
@@ -242,7 +294,13 @@ impl Pipeline {
 
     /// Runs a source with run-time options.
     pub fn run_with(&self, source: impl Into<Source>, options: &RunOptions) -> Result<LoadInfo> {
-        let mut source = source.into();
+        self.run_source(source.into(), options, false)
+    }
+
+    /// A run; `by_name` runs change only tables and state of resources named by a placeholder
+    /// source, and commit nothing when they find neither.
+    fn run_source(&self, source: Source, options: &RunOptions, by_name: bool) -> Result<LoadInfo> {
+        let mut source = source;
         if source.name.is_empty() {
             source.name = self.name.clone();
         }
@@ -275,16 +333,8 @@ impl Pipeline {
             dataset: self.dataset.clone(),
             ..LoadInfo::default()
         };
+        self.finish_left_packages(stateless, &mut info)?;
         let store = PackageStore::new(&self.working_dir);
-        for mut pending in store.recover()? {
-            let manifest = pending.manifest()?;
-            if stateless && manifest.stateful {
-                continue; // only a run holding the pipeline lock may advance the state
-            }
-            tracing::info!(load_id = %pending.load_id, "finishing a package left by an earlier run");
-            self.finish_package(&mut pending, &mut info)?;
-            pending.release();
-        }
 
         let mut run_state = if stateless {
             self.new_state()
@@ -295,6 +345,8 @@ impl Pipeline {
             self.restore_schema_only()?;
         }
 
+        state::source_state(&mut run_state, &source.name);
+        let state_before = state::content_hash(&run_state);
         let refreshed = match options.refresh {
             Some(refresh) => self.apply_refresh(refresh, &source, &mut run_state)?,
             None => RefreshPlan::default(),
@@ -308,6 +360,10 @@ impl Pipeline {
                 }
             }
         }
+
+        // A drop or reset by name that found no tables and no state has nothing to commit (not
+        // even a first state).
+        let wiped_state = state::content_hash(&run_state) != state_before;
 
         let mut package = store.create()?;
         (self.progress)(ProgressEvent::Stage {
@@ -361,7 +417,7 @@ impl Pipeline {
         let has_work = extracted.items > 0
             || !manifest.truncate_tables.is_empty()
             || !manifest.drop_tables.is_empty();
-        if !has_work && !state_changed {
+        if !has_work && (!state_changed || (by_name && !wiped_state)) {
             // Nothing new: no load, as dlt.
             let _ = std::fs::remove_dir_all(package.dir());
             package.release();
@@ -387,6 +443,42 @@ impl Pipeline {
         self.finish_package(&mut package, &mut info)?;
         package.release();
         Ok(info)
+    }
+
+    /// Finishes the packages earlier runs left behind (normalizes and loads them) and extracts
+    /// nothing: for a run that has nothing new to read.
+    pub fn finish_pending(&self) -> Result<LoadInfo> {
+        disk::create_dir_all(&self.working_dir)?;
+        let _lock = self.lock()?;
+        let mut info = LoadInfo {
+            pipeline: self.name.clone(),
+            dataset: self.dataset.clone(),
+            ..LoadInfo::default()
+        };
+        self.finish_left_packages(false, &mut info)?;
+        Ok(info)
+    }
+
+    /// Finishes the packages of processes that have ended, oldest first; a `stateless` run
+    /// (holding no pipeline lock) leaves the state-writing ones to a run that holds it.
+    fn finish_left_packages(&self, stateless: bool, info: &mut LoadInfo) -> Result<()> {
+        let store = PackageStore::new(&self.working_dir);
+        for mut pending in store.recover()? {
+            let manifest = pending.manifest()?;
+            if stateless && manifest.stateful {
+                continue; // only a run holding the pipeline lock may advance the state
+            }
+            (self.progress)(ProgressEvent::Resuming {
+                load_id: pending.load_id.clone(),
+                stage: match pending.stage {
+                    Stage::Normalized => "load",
+                    _ => "normalize",
+                },
+            });
+            self.finish_package(&mut pending, info)?;
+            pending.release();
+        }
+        Ok(())
     }
 
     /// Resets state and plans the drops of a refresh; dropped tables leave the local schema so
@@ -450,7 +542,7 @@ impl Pipeline {
             reset_state: true,
             ..RunOptions::default()
         };
-        self.run_with(self.placeholder_source(resources), &options)
+        self.run_source(self.placeholder_source(resources), &options, true)
     }
 
     /// Drops the tables of the named resources and resets their state, in one load.
@@ -459,7 +551,7 @@ impl Pipeline {
             refresh: Some(Refresh::DropResources),
             ..RunOptions::default()
         };
-        self.run_with(self.placeholder_source(resources), &options)
+        self.run_source(self.placeholder_source(resources), &options, true)
     }
 
     /// A source of resources that yield nothing, to change state and tables by name.
@@ -472,7 +564,7 @@ impl Pipeline {
     }
 
     /// Takes the pipeline lock, refusing when another state-writing run holds it.
-    fn lock(&self) -> Result<File> {
+    fn lock(&self) -> Result<crate::lock::LockFile> {
         let path = self.working_dir.join("pipeline.lock");
         crate::lock::try_lock_file(&path)?.ok_or(Error::Locked {
             pipeline: self.name.clone(),
@@ -580,6 +672,17 @@ impl Pipeline {
                 }),
                 _ => None,
             };
+            let total: u64 = files.iter().map(|f| f.rows).sum();
+            let loaded = std::sync::atomic::AtomicU64::new(0);
+            let on_file_loaded = |rows: u64| {
+                let done = loaded.fetch_add(rows, std::sync::atomic::Ordering::Relaxed) + rows;
+                (self.progress)(ProgressEvent::Rows {
+                    stage: "load",
+                    // A merge retried through staging loads its files again.
+                    done: done.min(total),
+                    total: Some(total),
+                });
+            };
             let job = LoadJob {
                 load_id: &package.load_id,
                 pipeline: &self.name,
@@ -589,6 +692,7 @@ impl Pipeline {
                 truncate_tables: &manifest.truncate_tables,
                 drop_tables: &manifest.drop_tables,
                 state: state_row,
+                on_file_loaded: &on_file_loaded,
             };
             crate::crash::point("before-load");
             if let Err(e) = destination.load(&job) {
@@ -606,13 +710,15 @@ impl Pipeline {
             }
         }
         package.move_to(Stage::Loaded)?;
-        PackageStore::new(&self.working_dir).prune_loaded(LOADED_PACKAGES_KEPT)?;
+        PackageStore::new(&self.working_dir).prune_loaded(self.keep_loaded_packages)?;
         let mut rows = 0;
         for file in &files {
             *info.tables.entry(file.table.clone()).or_insert(0) += file.rows;
             rows += file.rows;
         }
         info.load_ids.push(package.load_id.clone());
+        info.dropped_tables
+            .extend(manifest.drop_tables.iter().cloned());
         (self.progress)(ProgressEvent::StageDone {
             stage: "load",
             summary: format!(
@@ -644,10 +750,19 @@ impl Pipeline {
                 Normalizer::new(&mut schema, self.naming, &package.load_id, &tables_dir);
             let mut files = Vec::new();
             let mut rows_seen = 0u64;
+            let total: u64 = manifest.tables.iter().map(|t| t.items).sum();
+            let progress = self.progress.clone();
             let mut on_item = || {
                 rows_seen += 1;
                 if rows_seen == 1000 {
                     crate::crash::point("mid-normalize");
+                }
+                if rows_seen.is_multiple_of(NORMALIZE_PROGRESS_EVERY) {
+                    progress(ProgressEvent::Rows {
+                        stage: "normalize",
+                        done: rows_seen,
+                        total: Some(total),
+                    });
                 }
             };
             for table in &manifest.tables {

@@ -18,6 +18,22 @@ pub enum ProgressEvent {
         /// Items so far.
         items: u64,
     },
+    /// How far the current stage is: items normalized, or rows loaded.
+    Rows {
+        /// Stage name (`normalize`, `load`).
+        stage: &'static str,
+        /// Done so far.
+        done: u64,
+        /// All there is to do, when known.
+        total: Option<u64>,
+    },
+    /// A package an earlier, interrupted run left behind is being finished.
+    Resuming {
+        /// The package's load id.
+        load_id: String,
+        /// The stage it resumes at (`normalize` or `load`).
+        stage: &'static str,
+    },
     /// A stage finished, with a one-line summary.
     StageDone {
         /// Stage name.

@@ -25,6 +25,37 @@ pub enum FileFormat {
     Parquet,
 }
 
+/// How CSV cells become values.
+#[derive(Debug, Clone, Default)]
+pub struct CsvOptions {
+    /// Keep every cell as the text it is (`infer_types = false`).
+    pub all_text: bool,
+    /// Columns with a `data_type` hint: their cells stay text, and the hint converts them, so
+    /// `01234` in a `text` column stays `01234`. Matched with the header after dlt's naming.
+    pub hinted_columns: Vec<String>,
+}
+
+impl CsvOptions {
+    /// For each header, whether its cells stay text.
+    fn raw_text(&self, headers: &[String]) -> Vec<bool> {
+        let naming = highwater::naming::Naming::default();
+        let hinted: Vec<String> = self
+            .hinted_columns
+            .iter()
+            .map(|c| naming.normalize_path(c))
+            .collect();
+        headers
+            .iter()
+            .map(|h| self.all_text || hinted.contains(&naming.normalize_path(h)))
+            .collect()
+    }
+}
+
+/// Whether a source path is a glob (else a plain path, which must exist).
+pub fn is_glob(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
 /// Rows per Arrow batch read from Parquet files.
 const PARQUET_BATCH_ROWS: usize = 50_000;
 
@@ -65,6 +96,7 @@ pub fn file_resource(
     pattern: PathBuf,
     format: FileFormat,
     skip_loaded_files: bool,
+    csv: CsvOptions,
 ) -> Resource {
     Resource::new(name, move |ctx| {
         let mut files = matching_files(&pattern)?;
@@ -89,6 +121,7 @@ pub fn file_resource(
                 unread
             });
         }
+        let csv = csv.clone();
         let iter = files.into_iter().flat_map(
             move |path| -> Box<dyn Iterator<Item = Result<Item, Error>> + Send> {
                 match format {
@@ -100,7 +133,7 @@ pub fn file_resource(
                         Ok(items) => Box::new(items.into_iter().map(Ok)),
                         Err(e) => Box::new(std::iter::once(Err(e))),
                     },
-                    FileFormat::Csv => match csv_rows(&path) {
+                    FileFormat::Csv => match csv_rows(&path, &csv) {
                         Ok(rows) => Box::new(rows),
                         Err(e) => Box::new(std::iter::once(Err(e))),
                     },
@@ -271,7 +304,10 @@ fn read_json_document(path: &Path) -> Result<Vec<Item>, Error> {
 }
 
 /// The rows of a CSV file as JSON objects keyed by the header; empty cells are left out (null).
-fn csv_rows(path: &Path) -> Result<impl Iterator<Item = Result<Item, Error>> + Send, Error> {
+fn csv_rows(
+    path: &Path,
+    options: &CsvOptions,
+) -> Result<impl Iterator<Item = Result<Item, Error>> + Send, Error> {
     let file: Arc<str> = Arc::from(path.display().to_string());
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -285,6 +321,7 @@ fn csv_rows(path: &Path) -> Result<impl Iterator<Item = Result<Item, Error>> + S
         .iter()
         .map(str::to_string)
         .collect();
+    let raw_text = options.raw_text(&headers);
     let mut failed = false;
     Ok(reader.into_records().map_while(move |record| {
         if failed {
@@ -294,10 +331,16 @@ fn csv_rows(path: &Path) -> Result<impl Iterator<Item = Result<Item, Error>> + S
             Ok(record) => {
                 let line = record.position().map_or(0, |p| p.line());
                 let mut object = serde_json::Map::new();
-                for (key, cell) in headers.iter().zip(record.iter()) {
-                    if !cell.is_empty() {
-                        object.insert(key.clone(), csv_value(cell));
+                for ((key, cell), raw) in headers.iter().zip(record.iter()).zip(&raw_text) {
+                    if cell.is_empty() {
+                        continue;
                     }
+                    let value = if *raw {
+                        Value::String(cell.to_string())
+                    } else {
+                        csv_value(cell)
+                    };
+                    object.insert(key.clone(), value);
                 }
                 Ok(Item::Located {
                     value: Value::Object(object),
@@ -428,7 +471,14 @@ mod tests {
         std::fs::write(dir.path().join("a.jsonl"), &text).unwrap();
         // (value of "i", line number) of every item read from `path`.
         let numbered = |path: PathBuf| -> Vec<(u64, u64)> {
-            let items = values(file_resource("r", path, FileFormat::Jsonl, false)).unwrap();
+            let items = values(file_resource(
+                "r",
+                path,
+                FileFormat::Jsonl,
+                false,
+                CsvOptions::default(),
+            ))
+            .unwrap();
             items
                 .iter()
                 .map(|(v, at)| {
@@ -456,6 +506,7 @@ mod tests {
             dir.path().join("*.jsonl"),
             FileFormat::Jsonl,
             false,
+            CsvOptions::default(),
         ))
         .unwrap();
         assert_eq!(jsonl.len(), 2);
@@ -465,6 +516,7 @@ mod tests {
             dir.path().join("*.json"),
             FileFormat::Json,
             false,
+            CsvOptions::default(),
         ))
         .unwrap();
         assert_eq!(json[1].0["a"], 4);
@@ -484,6 +536,7 @@ mod tests {
             dir.path().join("a.csv"),
             FileFormat::Csv,
             false,
+            CsvOptions::default(),
         ))
         .unwrap();
         assert_eq!(
@@ -498,6 +551,38 @@ mod tests {
     }
 
     #[test]
+    fn csv_cells_of_hinted_columns_and_without_inference_stay_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.csv"), "Zip Code,n,ok\n01234,007,true\n").unwrap();
+        let read = |csv: CsvOptions| {
+            let path = dir.path().join("a.csv");
+            values(file_resource("r", path, FileFormat::Csv, false, csv)).unwrap()[0]
+                .0
+                .clone()
+        };
+        assert_eq!(
+            read(CsvOptions::default()),
+            serde_json::json!({"Zip Code": 1234, "n": 7, "ok": true})
+        );
+        let hinted = CsvOptions {
+            all_text: false,
+            hinted_columns: vec!["zip_code".into()],
+        };
+        assert_eq!(
+            read(hinted),
+            serde_json::json!({"Zip Code": "01234", "n": 7, "ok": true})
+        );
+        let all_text = CsvOptions {
+            all_text: true,
+            hinted_columns: Vec::new(),
+        };
+        assert_eq!(
+            read(all_text),
+            serde_json::json!({"Zip Code": "01234", "n": "007", "ok": "true"})
+        );
+    }
+
+    #[test]
     fn malformed_line_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.jsonl"), "{\"a\": 1}\n{\"a\": \n").unwrap();
@@ -506,6 +591,7 @@ mod tests {
             dir.path().join("a.jsonl"),
             FileFormat::Jsonl,
             false,
+            CsvOptions::default(),
         ))
         .unwrap_err();
         assert!(err.to_string().contains("a.jsonl:2: invalid JSON"), "{err}");

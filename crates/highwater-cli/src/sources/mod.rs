@@ -7,6 +7,7 @@ pub mod rest_api;
 pub mod sql;
 
 use anyhow::{anyhow, bail, Result};
+use highwater::incremental::CursorKind;
 use highwater::{
     Bound, ColumnHint, DataType, Hints, Incremental, LastValueFunc, MergeStrategy, OnCursorMissing,
     Resource, RowOrder, SortOrder, Source, TableName, WriteDisposition,
@@ -16,6 +17,8 @@ use crate::config::{choice, toml_to_json, LoadedConfig, ResourceConfig};
 
 /// The source of the file's resources (named after the pipeline): the `selected` ones, or all
 /// when none is selected. Only those are built, so an unselected `sql` resource does not connect.
+/// A file resource whose glob matches no file is left out (with a warning), so it commits
+/// nothing; the source may then hold no resource at all.
 pub fn build_source(config: &LoadedConfig, selected: &[String]) -> Result<Source> {
     for name in selected {
         crate::commands::check_resource(config, name)?;
@@ -23,13 +26,14 @@ pub fn build_source(config: &LoadedConfig, selected: &[String]) -> Result<Source
     let mut resources = Vec::new();
     for resource in &config.file.resources {
         if selected.is_empty() || selected.contains(&resource.name) {
-            resources.push(build_resource(config, resource)?);
+            resources.extend(build_resource(config, resource)?);
         }
     }
     Ok(Source::new(config.file.pipeline.name.clone(), resources))
 }
 
-fn build_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource> {
+/// The resource, or `None` for files whose glob matches nothing.
+fn build_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Option<Resource>> {
     let kind = choice(
         config,
         "kind",
@@ -37,14 +41,14 @@ fn build_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource>
         &["jsonl", "json", "csv", "parquet", "rest_api", "sql"],
     )?;
     if kind == "sql" {
-        return sql_resource(config, r);
+        return sql_resource(config, r).map(Some);
     }
     if kind == "rest_api" {
         let resource = rest_api::rest_resource(&r.name, rest_config(config, r)?)
             .with_hints(build_hints(config, r)?);
-        return with_incremental(config, r, resource);
+        return with_incremental(config, r, resource).map(Some);
     }
-    let path = r.source.path.as_deref().ok_or_else(|| {
+    let path = r.source.path.as_ref().ok_or_else(|| {
         anyhow!(
             "{}: resource {}: source kind {kind:?} needs a path",
             config.at(&r.source.kind),
@@ -57,14 +61,56 @@ fn build_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource>
         "parquet" => files::FileFormat::Parquet,
         _ => files::FileFormat::Json,
     };
-    let resource = files::file_resource(
-        &r.name,
-        config.resolve(path),
-        format,
-        r.source.skip_loaded_files,
-    )
-    .with_hints(build_hints(config, r)?);
-    with_incremental(config, r, resource)
+    if r.source.infer_types.is_some() && format != files::FileFormat::Csv {
+        bail!(
+            "{}: resource {}: infer_types is a csv setting, not one of {kind:?}",
+            config.at(&r.source.kind),
+            r.name
+        );
+    }
+    let pattern = config.resolve(path.get_ref());
+    if !files::is_glob(path.get_ref()) {
+        if !pattern.is_file() {
+            bail!(
+                "{}: resource {}: path {:?} does not exist ({})",
+                config.at(path),
+                r.name,
+                path.get_ref(),
+                pattern.display()
+            );
+        }
+    } else if files::matching_files(&pattern)?.is_empty() {
+        if r.source.require_files {
+            bail!(
+                "{}: resource {}: no file matches path {:?} ({}) and require_files = true",
+                config.at(path),
+                r.name,
+                path.get_ref(),
+                pattern.display()
+            );
+        }
+        tracing::warn!(
+            "{}: resource {}: no file matches path {:?} ({}); nothing is loaded for it \
+             (require_files = true makes this an error)",
+            config.at(path),
+            r.name,
+            path.get_ref(),
+            pattern.display()
+        );
+        return Ok(None);
+    }
+    let csv = files::CsvOptions {
+        all_text: r.source.infer_types == Some(false),
+        hinted_columns: r
+            .columns
+            .iter()
+            .filter(|(_, c)| c.data_type.is_some())
+            .map(|(name, _)| name.clone())
+            .collect(),
+    };
+    let resource = files::file_resource(&r.name, pattern, format, r.source.skip_loaded_files, csv)
+        .with_hints(build_hints(config, r)?);
+    with_incremental(config, r, resource).map(Some)
 }
 
 /// A `sql` resource: the table's reflected hints, overridden field by field by the file's.
@@ -75,7 +121,9 @@ fn sql_resource(config: &LoadedConfig, r: &ResourceConfig) -> Result<Resource> {
         .connection
         .as_deref()
         .ok_or_else(|| anyhow!("{at}: resource {}: sql needs a connection", r.name))?;
-    let connection = sql::Connection::parse(&config.resolve_secrets(connection)?, &config.base)
+    let connection = config.resolve_secrets(connection)?;
+    crate::redact::register_credentials(Some(&connection));
+    let connection = sql::Connection::parse(&connection, &config.base)
         .map_err(|e| anyhow!("{at}: resource {}: {e}", r.name))?;
     let selection = match (&src.table, &src.query) {
         (Some(table), None) => sql::Selection::Table(table.clone()),
@@ -145,11 +193,25 @@ fn with_incremental(
     if let Some(inc) = &r.incremental {
         let mut incremental = Incremental::new(&inc.cursor_path)
             .map_err(|e| anyhow!("{}: resource {}: {e}", config.path.display(), r.name))?;
+        let field = highwater::incremental::CursorPath::parse(&inc.cursor_path)
+            .ok()
+            .and_then(|p| p.single_field().map(str::to_string));
+        let hinted = field
+            .and_then(|f| resource.hints().columns.get(&f).and_then(|h| h.data_type))
+            .and_then(CursorKind::from_data_type);
+        for (key, bound) in [
+            ("initial_value", &inc.initial_value),
+            ("end_value", &inc.end_value),
+        ] {
+            if let (Some(bound), Some(kind)) = (bound, hinted) {
+                check_bound(config, r, key, bound, kind)?;
+            }
+        }
         if let Some(v) = &inc.initial_value {
-            incremental = incremental.initial_value(toml_to_json(v));
+            incremental = incremental.initial_value(toml_to_json(v.get_ref()));
         }
         if let Some(v) = &inc.end_value {
-            incremental = incremental.end_value(toml_to_json(v));
+            incremental = incremental.end_value(toml_to_json(v.get_ref()));
         }
         if let Some(f) = &inc.last_value_func {
             incremental = incremental.last_value_func(
@@ -209,6 +271,94 @@ fn with_incremental(
         resource = resource.incremental(incremental);
     }
     Ok(resource)
+}
+
+/// An `initial_value` / `end_value` of a cursor whose type a hint gives must be of that type
+/// as written: `20240101` or `"yesterday"` for a timestamp cursor is a mistake, named with its
+/// line and an example of what fits.
+fn check_bound(
+    config: &LoadedConfig,
+    r: &ResourceConfig,
+    key: &str,
+    bound: &toml::Spanned<toml::Value>,
+    kind: CursorKind,
+) -> Result<()> {
+    use highwater::incremental::CursorValue;
+    let fits = match (bound.get_ref(), kind) {
+        (toml::Value::Datetime(d), CursorKind::Timestamp) => d.date.is_some(),
+        (toml::Value::Datetime(d), CursorKind::Date) => d.date.is_some(),
+        (toml::Value::Integer(_) | toml::Value::Float(_), CursorKind::Number) => true,
+        (toml::Value::String(s), kind) => CursorValue::parse_str(s, kind).is_some(),
+        _ => false,
+    };
+    if fits {
+        return Ok(());
+    }
+    bail!(
+        "{}: resource {}: {key} = {} is not a {kind}: the cursor {} is a {kind} column; {}",
+        config.at(bound),
+        r.name,
+        bound.get_ref(),
+        r.incremental
+            .as_ref()
+            .map_or("", |i| i.cursor_path.as_str()),
+        bound_example(key, kind),
+        kind = kind.name(),
+    )
+}
+
+/// A run's error in the pipeline file's terms: an `initial_value` / `end_value` the cursor's
+/// values showed to be of the wrong type is named with its line.
+pub fn explain_run_error(config: &LoadedConfig, error: highwater::Error) -> anyhow::Error {
+    let highwater::Error::BoundType {
+        resource,
+        cursor_path,
+        key,
+        value,
+        expected,
+    } = &error
+    else {
+        return error.into();
+    };
+    let spanned = config
+        .file
+        .resources
+        .iter()
+        .find(|r| &r.name == resource)
+        .and_then(|r| r.incremental.as_ref())
+        .and_then(|inc| match *key {
+            "initial_value" => inc.initial_value.as_ref(),
+            _ => inc.end_value.as_ref(),
+        });
+    let kind = [
+        CursorKind::Timestamp,
+        CursorKind::Date,
+        CursorKind::Number,
+        CursorKind::Text,
+    ]
+    .into_iter()
+    .find(|k| k.name() == *expected);
+    match (spanned, kind) {
+        (Some(spanned), Some(kind)) => anyhow!(
+            "{}: resource {resource}: {key} = {value} is not a {expected}: the values of cursor \
+             {cursor_path} are; {}",
+            config.at(spanned),
+            bound_example(key, kind)
+        ),
+        _ => error.into(),
+    }
+}
+
+/// What a bound of `kind` looks like in the pipeline file.
+pub fn bound_example(key: &str, kind: CursorKind) -> String {
+    match kind {
+        CursorKind::Timestamp => format!(
+            "write an ISO 8601 timestamp, e.g. {key} = 2024-01-01T00:00:00Z or {key} = \"2024-01-01T00:00:00+02:00\""
+        ),
+        CursorKind::Date => format!("write a date, e.g. {key} = 2024-01-01"),
+        CursorKind::Number => format!("write a number, e.g. {key} = 0"),
+        CursorKind::Text => format!("write a string, e.g. {key} = \"a\""),
+    }
 }
 
 /// The `rest_api` keys of `[resources.source]`, secrets resolved.

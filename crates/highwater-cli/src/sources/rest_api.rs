@@ -43,6 +43,56 @@ pub enum Paginator {
     },
 }
 
+impl Paginator {
+    /// The paginator as the line to write under `[resources.source]`.
+    pub fn toml_line(&self) -> String {
+        let fields = match self {
+            Paginator::SinglePage => "type = \"single_page\"".to_string(),
+            Paginator::JsonLink { next_url_path } => format!(
+                "type = \"json_link\", next_url_path = {:?}",
+                next_url_path.as_str()
+            ),
+            Paginator::HeaderLink => "type = \"header_link\"".to_string(),
+            Paginator::Offset {
+                limit,
+                offset,
+                offset_param,
+                limit_param,
+                total_path,
+            } => {
+                let mut line = format!(
+                    "type = \"offset\", limit = {limit}, offset = {offset}, offset_param = {offset_param:?}, limit_param = {limit_param:?}"
+                );
+                if let Some(total) = total_path {
+                    line.push_str(&format!(", total_path = {:?}", total.as_str()));
+                }
+                line
+            }
+            Paginator::PageNumber {
+                base_page,
+                page_param,
+                total_path,
+            } => {
+                let mut line = format!(
+                    "type = \"page_number\", base_page = {base_page}, page_param = {page_param:?}"
+                );
+                if let Some(total) = total_path {
+                    line.push_str(&format!(", total_path = {:?}", total.as_str()));
+                }
+                line
+            }
+            Paginator::Cursor {
+                cursor_path,
+                cursor_param,
+            } => format!(
+                "type = \"cursor\", cursor_path = {:?}, cursor_param = {cursor_param:?}",
+                cursor_path.as_str()
+            ),
+        };
+        format!("paginator = {{ {fields} }}")
+    }
+}
+
 /// A configured REST source (secrets already resolved).
 #[derive(Clone)]
 pub struct RestApi {
@@ -101,6 +151,7 @@ pub fn rest_resource(name: &str, api: RestApi) -> Resource {
             page: 0,
             resource: resource_name.clone(),
             done: false,
+            selector_warned: false,
         })
     })
 }
@@ -148,6 +199,8 @@ struct Pages {
     page: u64,
     resource: String,
     done: bool,
+    /// Whether the run already said that the data selector found nothing.
+    selector_warned: bool,
 }
 
 impl Pages {
@@ -233,12 +286,28 @@ impl Pages {
         }
     }
 
-    fn records(&mut self, body: &Value) -> Vec<Value> {
-        let selector = self
-            .selector
-            .get_or_insert_with(|| detect::records_path(body));
+    fn records(&mut self, body: &Value, url: &str) -> Vec<Value> {
+        if self.selector.is_none() {
+            let guess = detect::records_path(body);
+            tracing::info!(
+                "resource {}: no data_selector set; the records are {}",
+                self.resource,
+                match &guess {
+                    Some(path) => format!("at data_selector = {:?}", path.as_str()),
+                    None => "the whole body".to_string(),
+                }
+            );
+            self.selector = Some(guess);
+        }
+        let selector = self.selector.clone().flatten();
         let selected = match selector {
-            Some(path) => path.find(body).cloned().unwrap_or(Value::Null),
+            Some(path) => match path.find(body) {
+                Some(found) => found.clone(),
+                None => {
+                    self.warn_selector_missed(&path, body, url);
+                    Value::Null
+                }
+            },
             None => body.clone(),
         };
         match selected {
@@ -246,6 +315,36 @@ impl Pages {
             Value::Null => Vec::new(),
             other => vec![other],
         }
+    }
+}
+
+impl Pages {
+    /// A selector that finds nothing on a page that has content is most likely wrong: said once
+    /// per run, with what the page has instead.
+    fn warn_selector_missed(&mut self, path: &CursorPath, body: &Value, url: &str) {
+        if self.selector_warned {
+            return;
+        }
+        let content = match body {
+            Value::Object(map) if !map.is_empty() => format!(
+                "its top-level keys are {}",
+                map.keys()
+                    .map(|k| format!("{k:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Value::Array(items) if !items.is_empty() => {
+                format!("it is a list of {} items (the body itself)", items.len())
+            }
+            _ => return,
+        };
+        self.selector_warned = true;
+        tracing::warn!(
+            "resource {}: data_selector = {:?} matches nothing on the page from {}; {content}",
+            self.resource,
+            path.as_str(),
+            public_url(url)
+        );
     }
 }
 
@@ -285,18 +384,23 @@ impl Iterator for Pages {
                 return Some(Err(e));
             }
         };
-        let records = self.records(&body);
+        let records = self.records(&body, &url);
         let paginator = match &self.paginator {
             Some(paginator) => paginator.clone(),
             None => {
                 let has_next_link = link.as_deref().and_then(next_link).is_some();
                 let (guess, certain) = detect::paginator(&body, has_next_link);
+                let line = guess.toml_line();
                 if certain {
-                    tracing::info!(resource = %self.resource, "detected paginator {guess:?}");
+                    tracing::info!(
+                        "resource {}: no paginator set; the first page says: {line}",
+                        self.resource
+                    );
                 } else {
                     tracing::warn!(
-                        resource = %self.resource,
-                        "guessed paginator {guess:?}; set [resources.source] paginator to be sure"
+                        "resource {}: no paginator set, guessed from the first page: {line} \
+                         (write that line under [resources.source] to be sure)",
+                        self.resource
                     );
                 }
                 self.paginator = Some(guess.clone());
@@ -436,6 +540,46 @@ mod tests {
             join_url("http://h:1/api/items", "next?page=2"),
             "http://h:1/api/next?page=2"
         );
+    }
+
+    #[test]
+    fn paginators_print_as_the_toml_line_to_paste() {
+        let path = |p: &str| CursorPath::parse(p).unwrap();
+        assert_eq!(
+            Paginator::JsonLink {
+                next_url_path: path("links.next")
+            }
+            .toml_line(),
+            "paginator = { type = \"json_link\", next_url_path = \"links.next\" }"
+        );
+        assert_eq!(
+            Paginator::PageNumber {
+                base_page: 1,
+                page_param: "page".into(),
+                total_path: Some(path("total_pages")),
+            }
+            .toml_line(),
+            "paginator = { type = \"page_number\", base_page = 1, page_param = \"page\", total_path = \"total_pages\" }"
+        );
+        // Each line reads back as the paginator it prints.
+        for paginator in [
+            Paginator::SinglePage,
+            Paginator::HeaderLink,
+            Paginator::Cursor {
+                cursor_path: path("cursors.next"),
+                cursor_param: "cursor".into(),
+            },
+            Paginator::Offset {
+                limit: 10,
+                offset: 0,
+                offset_param: "offset".into(),
+                limit_param: "limit".into(),
+                total_path: None,
+            },
+        ] {
+            let table: toml::Table = toml::from_str(&paginator.toml_line()).unwrap();
+            assert!(table["paginator"].get("type").is_some(), "{table}");
+        }
     }
 
     #[test]

@@ -310,11 +310,11 @@ pub struct DuckDbDestination {
     conn: Connection,
     /// Held while the connection is open: highwater processes take turns on the file (DuckDB
     /// allows one writing process), and a new file is never opened half-created by another.
-    _file_lock: std::fs::File,
+    _file_lock: crate::lock::LockFile,
 }
 
 /// Takes the lock `<database>.lock` beside the database file, waiting up to `timeout`.
-fn lock_beside(path: &Path, timeout: Duration) -> Result<std::fs::File> {
+fn lock_beside(path: &Path, timeout: Duration) -> Result<crate::lock::LockFile> {
     let lock_path = PathBuf::from(format!("{}.lock", path.display()));
     let started = Instant::now();
     loop {

@@ -45,7 +45,6 @@ pub struct StateRow {
 }
 
 /// Everything one load needs, handed over by the pipeline.
-#[derive(Debug)]
 pub struct LoadJob<'a> {
     /// The load id.
     pub load_id: &'a str,
@@ -63,6 +62,22 @@ pub struct LoadJob<'a> {
     pub drop_tables: &'a [String],
     /// The state row, when the run changed the state.
     pub state: Option<StateRow>,
+    /// Told the rows of each file once it is loaded (for progress).
+    pub on_file_loaded: &'a (dyn Fn(u64) + Sync),
+}
+
+impl std::fmt::Debug for LoadJob<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadJob")
+            .field("load_id", &self.load_id)
+            .field("pipeline", &self.pipeline)
+            .field("files_dir", &self.files_dir)
+            .field("files", &self.files)
+            .field("truncate_tables", &self.truncate_tables)
+            .field("drop_tables", &self.drop_tables)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a destination found of an earlier pipeline run.

@@ -268,6 +268,7 @@ mod tests {
             truncate_tables: truncate,
             drop_tables: &[],
             state: None,
+            on_file_loaded: &|_| {},
         }
     }
 

@@ -301,6 +301,8 @@ pub(crate) struct IncrementalRun {
     end_out_of_range: bool,
     kept_rows: u64,
     custom_last: Option<Value>,
+    /// Whether a column hint gave the cursor's type (else the values or the stored state do).
+    hinted: bool,
 }
 
 impl IncrementalRun {
@@ -355,6 +357,7 @@ impl IncrementalRun {
             end_out_of_range: false,
             kept_rows: 0,
             custom_last: None,
+            hinted: hinted_kind.is_some(),
         };
         if matches!(run.config.last_value_func, LastValueFunc::Custom(_)) {
             // Custom functions compare raw values; the range is not parsed.
@@ -373,6 +376,14 @@ impl IncrementalRun {
 
     /// Parses the range once the cursor's kind is known.
     fn resolve(&mut self, kind: CursorKind, location: &dyn Display) -> Result<()> {
+        for (key, raw) in [
+            ("initial_value", &self.initial_raw),
+            ("end_value", &self.config.end_value),
+        ] {
+            if let Some(raw) = raw {
+                self.check_bound_type(key, raw, kind)?;
+            }
+        }
         self.kind = Some(kind);
         let mut start = match &self.start_raw {
             Some(raw) => Some(self.parse_bound(raw, kind, "start value", location)?),
@@ -409,6 +420,30 @@ impl IncrementalRun {
         self.last = start.clone();
         self.start = start;
         Ok(())
+    }
+
+    /// A bound given in the configuration must be of the cursor's type as written: text that
+    /// parses as it, or a number for a number cursor (and for a timestamp cursor a hint
+    /// declares, whose values may be Unix seconds). A number for a timestamp cursor read from
+    /// ISO strings (`20240101`) would otherwise compare as 1970-08-23.
+    fn check_bound_type(&self, key: &'static str, raw: &Value, kind: CursorKind) -> Result<()> {
+        let fits = match raw {
+            Value::Number(_) => {
+                kind == CursorKind::Number || (self.hinted && kind == CursorKind::Timestamp)
+            }
+            Value::String(s) => CursorValue::parse_str(s, kind).is_some(),
+            _ => false,
+        };
+        if fits {
+            return Ok(());
+        }
+        Err(Error::BoundType {
+            resource: self.resource.clone(),
+            cursor_path: self.config.cursor_path.as_str().to_string(),
+            key,
+            value: raw.to_string(),
+            expected: kind.name(),
+        })
     }
 
     fn parse_bound(

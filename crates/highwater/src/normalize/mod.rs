@@ -73,6 +73,8 @@ pub struct Normalizer<'a> {
     collisions: foldhash::HashSet<Arc<str>>,
     /// A worker on a copy of the schema: items that would change it are left to the main one.
     frozen: bool,
+    /// A parallel worker (frozen or not): the main normalizer already said what it had to say.
+    frozen_copy: bool,
     /// Prefix of this normalizer's file names, so parallel workers never share a file.
     file_prefix: String,
     /// Child table names by (table, list column).
@@ -216,6 +218,7 @@ impl<'a> Normalizer<'a> {
             name_sources: foldhash::HashMap::default(),
             collisions: foldhash::HashSet::default(),
             frozen: false,
+            frozen_copy: false,
             file_prefix: String::new(),
             child_names: foldhash::HashMap::default(),
             full_paths: foldhash::HashMap::default(),
@@ -236,6 +239,7 @@ impl<'a> Normalizer<'a> {
     ) -> Self {
         let mut normalizer = Normalizer::new(schema, naming, load_id, dir);
         normalizer.frozen = true;
+        normalizer.frozen_copy = true;
         normalizer.file_prefix = format!("{worker}.");
         normalizer
     }
@@ -310,7 +314,10 @@ impl<'a> Normalizer<'a> {
                     .columns
                     .entry(col.clone())
                     .or_insert_with(|| Column::new(col.clone(), data_type));
-                column.data_type = data_type;
+                if column.data_type != data_type {
+                    // The column exists in the destination with its type: it keeps it.
+                    type_hint_on_existing_column(&name, column, data_type, self.frozen_copy)?;
+                }
                 column.hinted = true;
             }
         }
@@ -976,6 +983,45 @@ fn apply_hints(
             column.timezone = hint.timezone;
         }
     }
+}
+
+/// A `data_type` hint for a column that already exists with another type: the column keeps its
+/// type. When that type holds every value of the hinted one as it is (text holds anything, a
+/// double or a decimal holds integers) a warning says so; otherwise converting would change the
+/// values the hint is there to keep (`01234` in a bigint column is `1234`): an error. A parallel
+/// worker's copy (`quiet`) repeats neither.
+fn type_hint_on_existing_column(
+    table: &str,
+    column: &Column,
+    hinted: DataType,
+    quiet: bool,
+) -> Result<()> {
+    let holds_as_is = matches!(
+        (column.data_type, hinted),
+        (DataType::Text | DataType::Json, _)
+            | (DataType::Double | DataType::Decimal, DataType::Bigint)
+    );
+    if holds_as_is {
+        if !quiet {
+            tracing::warn!(
+                "table {table}, column {}: the hint data_type = {:?} does not apply: the column \
+                 exists as {} and keeps that type (drop the table to re-create it with the hint)",
+                column.name,
+                hinted.name(),
+                column.data_type.name()
+            );
+        }
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "table {table}, column {}: the hint data_type = {:?} cannot apply: the column exists as \
+         {}, and storing the values as {} would change them; drop the table to re-create it with \
+         the hint (`highwater run --refresh drop_resources`), or remove the hint",
+        column.name,
+        hinted.name(),
+        column.data_type.name(),
+        column.data_type.name()
+    )))
 }
 
 /// An integer too large for 64 bits (JSON parses it as a float): dlt fails the run on these

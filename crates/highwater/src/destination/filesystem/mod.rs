@@ -454,6 +454,7 @@ impl Destination for FilesystemDestination {
                 &load.file.columns,
                 Some(&source),
             )?;
+            (job.on_file_loaded)(load.file.rows);
         }
         // As dlt: a replaced root that received no rows gets a file of none, so readers see it
         // empty rather than gone (its children get no file).

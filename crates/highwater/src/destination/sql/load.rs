@@ -84,6 +84,7 @@ pub fn load(
         } else {
             client.bulk_insert(dataset, table, &load.file.columns, &path)?;
         }
+        (job.on_file_loaded)(load.file.rows);
     }
 
     for (i, merge) in plan.direct_merges.iter().enumerate() {
@@ -112,6 +113,7 @@ pub fn load(
         let table = table_of(job, &load.file.table)?;
         let path = job.files_dir.join(&load.file.file);
         client.bulk_insert(dataset, table, &load.file.columns, &path)?;
+        (job.on_file_loaded)(load.file.rows);
     }
 
     for (i, merge) in plan.staged_merges.iter().enumerate() {
