@@ -8,7 +8,7 @@ mod support;
 
 use common::destinations::{Kind, TestDestination};
 use serde_json::json;
-use support::{events, events_pipeline, failed, ok, on_every_destination, Project};
+use support::{events, events_pipeline, ok, on_every_destination, Project};
 
 on_every_destination!(info_state_drop_refresh_and_state_restore);
 
@@ -79,11 +79,21 @@ fn info_state_drop_refresh_and_state_restore(kind: Kind) {
         "--json",
     ]));
     assert_eq!(dropped["dropped_resource"], "events");
+    assert_eq!(
+        dropped["dropped_tables"],
+        json!(["events", "events__tags"]),
+        "{kind:?}"
+    );
     assert_eq!(d.row_count("raw", "events"), 0, "{kind:?}: dropped");
     assert_eq!(d.row_count("raw", "events__tags"), 0, "{kind:?}: dropped");
     assert_eq!(state_of_events(), json!({}), "{kind:?}");
-    let err = failed(&cmd(&["drop", "pipeline.toml", "--resource", "nope"]));
-    assert!(err.contains("no resource named \"nope\""), "{err}");
+    let out = cmd(&["drop", "pipeline.toml", "--resource", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "bad usage");
+    assert!(
+        support::stderr(&out).contains("no resource named \"nope\""),
+        "{}",
+        support::stderr(&out)
+    );
     // ... and a restore after the drop starts from the reset state.
     std::fs::remove_dir_all(p.path("work")).unwrap();
     let out = p.run_ok(&[]);

@@ -408,24 +408,34 @@ fn scd2_is_refused_until_it_is_built() {
 }
 
 #[test]
-fn old_loaded_packages_keep_only_their_metadata() {
+fn only_the_newest_loaded_packages_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), "prune");
-    for i in 0..5 {
-        p.run(Resource::from_items("t", vec![json!({"i": i})]))
-            .unwrap();
-    }
     let loaded = dir.path().join("work/packages/loaded");
-    let mut ids: Vec<_> = std::fs::read_dir(&loaded)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    ids.sort();
-    assert_eq!(ids.len(), 5);
-    for (i, id) in ids.iter().enumerate() {
-        assert!(id.join("manifest.json").exists());
-        assert_eq!(id.join("tables").exists(), i >= 2, "{}", id.display());
+    let ids = || {
+        let mut ids: Vec<String> = std::fs::read_dir(&loaded)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut all = Vec::new();
+    for i in 0..5 {
+        let info = p
+            .run(Resource::from_items("t", vec![json!({"i": i})]))
+            .unwrap();
+        all.extend(info.load_ids);
     }
+    // The default keeps three, whole.
+    assert_eq!(ids(), all[2..].to_vec());
+    for id in ids() {
+        assert!(loaded.join(&id).join("tables").exists(), "{id}");
+    }
+    let (pruned, failed) = p.prune_packages(1, true).unwrap();
+    assert_eq!(pruned, all[2..4].to_vec());
+    assert!(failed.is_empty());
+    assert_eq!(ids(), all[4..].to_vec());
 }
 
 #[test]
