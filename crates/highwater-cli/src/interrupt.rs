@@ -12,16 +12,23 @@ pub fn at(stage: Option<(&'static str, String)>) {
     *WHERE.lock().unwrap_or_else(|p| p.into_inner()) = stage;
 }
 
-/// Installs the handler: Ctrl-C clears the progress bar, prints the line and exits with 130.
-pub fn install() {
-    let installed = ctrlc::set_handler(|| {
+/// Installs the handler: Ctrl-C clears the progress bar, prints the line (with `json`, also
+/// `{"error": LINE}` on stdout, as any failed command) and exits with 130.
+pub fn install(json: bool) {
+    let installed = ctrlc::set_handler(move || {
         let here = WHERE.lock().unwrap_or_else(|p| p.into_inner()).clone();
         crate::progress::clear();
-        eprintln!(
-            "{}",
-            what_next(here.as_ref().map(|(s, id)| (*s, id.as_str())))
-        );
-        std::process::exit(130);
+        let line = what_next(here.as_ref().map(|(s, id)| (*s, id.as_str())));
+        eprintln!("{line}");
+        if json {
+            println!("{}", serde_json::json!({ "error": line }));
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+        // The main thread may be inside DuckDB: `exit` would run C++ static destructors under
+        // it. `_exit` leaves as a kill does, which every run survives (the next one finishes
+        // the work).
+        // SAFETY: `_exit` has no preconditions; it ends the process without returning.
+        unsafe { libc::_exit(130) }
     });
     if let Err(e) = installed {
         tracing::debug!("no Ctrl-C handler: {e}");

@@ -178,9 +178,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     redact::register_credentials(None);
-    interrupt::install();
     let is_run = matches!(cli.command, Command::Run(_));
     let json = cli.command.wants_json();
+    interrupt::install(json);
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -256,9 +256,10 @@ fn ctrl_c_exits_130_and_the_next_run_finishes_the_package() {
     let p = into_duckdb();
     p.write_data("a.jsonl", &events(1..=50, "a"));
     let mut child = p
-        .command(&["run", "pipeline.toml", "--progress", "none"])
+        .command(&["run", "pipeline.toml", "--progress", "none", "--json"])
         .env("HIGHWATER_TEST_PAUSE", "before-load")
         .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -273,8 +274,10 @@ fn ctrl_c_exits_130_and_the_next_run_finishes_the_package() {
         .unwrap();
     assert!(sent.success());
     let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{rest:?}");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{rest:?}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["error"].as_str(), rest.first().map(String::as_str));
     assert_eq!(rest.len(), 1, "one line: {rest:?}");
     assert!(
         rest[0].contains("interrupted while loading") && rest[0].contains("the next run loads it"),
@@ -432,4 +435,53 @@ fn schema_takes_json_and_prune_keeps_the_newest_packages() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn info_lists_failed_packages_and_prune_deletes_them() {
+    let p = Project::new(&events_pipeline_with(
+        "destination = \"duckdb:out.duckdb\"\ndataset = \"raw\"\nworking_dir = \"work\"",
+        "\n[resources.columns.name]\ndata_type = \"bigint\"\n",
+    ));
+    p.write_data("a.jsonl", &[event(1, 1, "not a number")]);
+    support::failed(&p.run(&[], &[]));
+    let info = ok(&p
+        .command(&["info", "pipeline.toml", "--json"])
+        .output()
+        .unwrap());
+    let failed = info["failed_packages"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{info}");
+    let kept = failed[0]["kept_in"].as_str().unwrap();
+    assert!(std::path::Path::new(kept).is_dir(), "{info}");
+    let text = String::from_utf8_lossy(
+        &p.command(&["info", "pipeline.toml"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        text.contains("failed packages") && text.contains(kept),
+        "{text}"
+    );
+
+    let pruned = ok(&p
+        .command(&["prune", "pipeline.toml", "--failed", "--json"])
+        .output()
+        .unwrap());
+    assert_eq!(
+        pruned["pruned_failed_packages"],
+        info["failed_packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["load_id"].clone())
+            .collect::<Value>()
+    );
+    assert!(!std::path::Path::new(kept).exists());
+    let info = ok(&p
+        .command(&["info", "pipeline.toml", "--json"])
+        .output()
+        .unwrap());
+    assert_eq!(info["failed_packages"], json!([]));
 }
