@@ -385,7 +385,11 @@ fn passwords_from_secrets_or_pgpassword_are_never_shown() {
     );
     let text = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
     assert_eq!(ok(&out)["tables"]["events"], 3);
-    assert!(text.contains("TRACE"), "logs were on");
+    assert!(text.contains("DEBUG"), "logs were on: {text}");
+    assert!(
+        !text.contains("TRACE"),
+        "other libraries log info at most, whatever RUST_LOG says: {text}"
+    );
     assert!(!text.contains(SECRET) && !text.contains("s3cr"), "{text}");
     let state = p.state_file("work").unwrap();
 

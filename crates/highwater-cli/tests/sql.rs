@@ -583,7 +583,7 @@ fn unselected_sql_resources_are_not_connected() {
         stderr(&all)
     );
     let unknown = p.run(&["--resource", "nope"], &[]);
-    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(unknown.status.code(), Some(2), "bad usage");
     assert!(
         stderr(&unknown).contains("no resource named \"nope\" (resources: readings, orders)"),
         "{}",
