@@ -268,8 +268,9 @@ fn ctrl_c_exits_130_and_the_next_run_finishes_the_package() {
             break;
         }
     }
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    // Ctrl-C is SIGINT (the shell's own `kill` sends it).
+    let sent = Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", child.id())])
         .status()
         .unwrap();
     assert!(sent.success());
