@@ -341,7 +341,7 @@ pub fn explain_run_error(config: &LoadedConfig, error: highwater::Error) -> anyh
     match (spanned, kind) {
         (Some(spanned), Some(kind)) => anyhow!(
             "{}: resource {resource}: {key} = {value} is not a {expected}: the values of cursor \
-             {cursor_path} are; {}",
+             {cursor_path} are of type {expected}; {}",
             config.at(spanned),
             bound_example(key, kind)
         ),
