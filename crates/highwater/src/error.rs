@@ -139,6 +139,20 @@ pub enum Error {
         detail: String,
     },
 
+    /// A state or schema in the destination was written by a dlt (or highwater) whose format
+    /// this highwater does not know; nothing is loaded.
+    #[error("{document} has {kind} version {found}, which this highwater does not read (it reads {supported}); it was written by a newer dlt or highwater: upgrade highwater, or run this pipeline with the tool that wrote it. Nothing was loaded")]
+    UnsupportedVersion {
+        /// Which document, and where (`the state of pipeline p in _dlt_pipeline_state`).
+        document: String,
+        /// `state engine` or `schema engine`.
+        kind: &'static str,
+        /// The version found.
+        found: i64,
+        /// The versions this highwater reads.
+        supported: String,
+    },
+
     /// Writing or reading a columnar file failed.
     #[error("columnar file {path}: {message}")]
     Columnar {

@@ -433,6 +433,7 @@ pub(crate) fn extract(
             columns: hints.columns.clone(),
             max_table_nesting: hints.max_table_nesting,
             root_key: ctx.root_key,
+            appends_merges: false,
         };
         if disposition == WriteDisposition::Merge {
             let strategy = hints.merge_strategy.unwrap_or_default();
@@ -445,8 +446,7 @@ pub(crate) fn extract(
                 );
                 // As dlt: the tables are normalized as appended ones (no `_dlt_root_id`, row
                 // ids not derived from the key).
-                spec.write_disposition = WriteDisposition::Append;
-                spec.merge_strategy = None;
+                spec.appends_merges = true;
             } else if !caps.merges_with(strategy) {
                 let supported: Vec<&str> = caps.merge_strategies.iter().map(|s| s.name()).collect();
                 return Err(Error::Config(format!(

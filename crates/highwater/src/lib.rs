@@ -44,6 +44,7 @@ mod resource;
 pub mod schema;
 pub mod state;
 mod timeparse;
+pub mod typed_json;
 
 pub use destination::DestinationConfig;
 pub use error::{Error, Result};

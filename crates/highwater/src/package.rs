@@ -52,6 +52,10 @@ pub struct TableSpec {
     /// Propagate `_dlt_root_id` to child tables.
     #[serde(default)]
     pub root_key: bool,
+    /// The destination does not merge: a `merge` is normalized and loaded as an append, and
+    /// the table keeps `merge` in the schema, as on dlt's filesystem destination.
+    #[serde(default)]
+    pub appends_merges: bool,
 }
 
 /// How an extracted table's items are stored.

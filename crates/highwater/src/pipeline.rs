@@ -234,7 +234,9 @@ impl Pipeline {
         if !path.exists() {
             return Ok(None);
         }
-        disk::read_json(&path, "pipeline state").map(Some)
+        disk::read_json(&path, "pipeline state")
+            .map(state::migrate_local)
+            .map(Some)
     }
 
     /// The local schema, if there is one.
@@ -346,7 +348,7 @@ impl Pipeline {
         }
 
         state::source_state(&mut run_state, &source.name);
-        let state_before = state::content_hash(&run_state);
+        let state_before = state::version_hash(&run_state);
         let refreshed = match options.refresh {
             Some(refresh) => self.apply_refresh(refresh, &source, &mut run_state)?,
             None => RefreshPlan::default(),
@@ -363,7 +365,7 @@ impl Pipeline {
 
         // A drop or reset by name that found no tables and no state has nothing to commit (not
         // even a first state).
-        let wiped_state = state::content_hash(&run_state) != state_before;
+        let wiped_state = state::version_hash(&run_state) != state_before;
 
         let mut package = store.create()?;
         (self.progress)(ProgressEvent::Stage {
@@ -586,15 +588,9 @@ impl Pipeline {
             }
         }
         match restored.state {
-            Some(mut remote) => {
+            Some(remote) => {
                 tracing::info!(pipeline = %self.name, "state restored from the destination");
-                let hash = state::content_hash(&remote);
-                if let Value::Object(map) = &mut remote {
-                    map.insert(
-                        "_local".into(),
-                        serde_json::json!({"first_run": false, "_last_extracted_hash": hash}),
-                    );
-                }
+                let remote = state::mark_restored(remote);
                 write_json_atomic(&self.state_path(), &remote)?;
                 Ok(remote)
             }
@@ -786,6 +782,11 @@ impl Pipeline {
             files.extend(normalizer.finish()?);
             files
         };
+        for file in &files {
+            if let Some(table) = schema.tables.get_mut(&file.table) {
+                table.mark_seen_data();
+            }
+        }
         schema.bump_version();
         let mut manifest = manifest;
         // Tables a replace empties include child tables known only now.

@@ -2,14 +2,19 @@
 //!
 //! The schema is plain data. The normalizer adds tables and columns as it sees values; the
 //! destination turns it into DDL. Column order is the order of first appearance, as in dlt.
+//! The destination stores it in dlt's format with dlt's version hash ([`dlt_format`]), so dlt
+//! and highwater read each other's schemas; the working directory keeps it in this module's
+//! serde form.
+
+pub mod dlt_format;
 
 use std::collections::HashMap;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Tables or columns by name, in order of first appearance. The normalizer looks names up for
 /// every value, so the map hashes with foldhash (seeded per process) rather than SipHash.
@@ -201,6 +206,10 @@ pub struct Column {
     /// `Some(false)` for a timestamp stored without time zone (dlt's `timezone: false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<bool>,
+    /// Properties of dlt's stored column highwater does not interpret (`description`, `x-`
+    /// hints, `incremental`, hints set to `false`, …), written back as they were.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
 }
 
 fn yes() -> bool {
@@ -231,6 +240,7 @@ impl Column {
             precision: None,
             scale: None,
             timezone: None,
+            extra: Map::new(),
         }
     }
 
@@ -263,6 +273,11 @@ pub struct Table {
     pub max_nesting: Option<usize>,
     /// Columns in order of first appearance.
     pub columns: NameMap<Column>,
+    /// Properties of dlt's stored table highwater does not interpret (`x-normalizer`,
+    /// `table_format`, `references`, `description`, columns without a data type, …), written
+    /// back as they were.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
 }
 
 impl Table {
@@ -276,6 +291,7 @@ impl Table {
             merge_strategy: None,
             max_nesting: None,
             columns: NameMap::default(),
+            extra: Map::new(),
         }
     }
 
@@ -287,6 +303,18 @@ impl Table {
     /// Columns that are part of the merge key, in order.
     pub fn merge_key(&self) -> Vec<&Column> {
         self.columns.values().filter(|c| c.merge_key).collect()
+    }
+
+    /// Records that rows reached the table (dlt's `x-normalizer.seen-data`): dlt empties only
+    /// such tables on a replace, and creates only those in a destination.
+    pub fn mark_seen_data(&mut self) {
+        let normalizer = self
+            .extra
+            .entry("x-normalizer")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(normalizer) = normalizer {
+            normalizer.insert("seen-data".into(), Value::Bool(true));
+        }
     }
 
     /// Whether the table is a child table.
@@ -302,13 +330,20 @@ pub struct Schema {
     pub name: String,
     /// Increases by one each time the content changes.
     pub version: u64,
-    /// Hash of the content, to detect changes.
+    /// dlt's hash of the content, to detect changes.
     pub version_hash: String,
     /// Engine version of the stored format.
     pub engine_version: i64,
-    /// Tables in order of first appearance.
+    /// Tables in order of first appearance (dlt's system tables are not among them).
     pub tables: NameMap<Table>,
+    /// The parts of dlt's stored schema highwater does not interpret: `settings`,
+    /// `normalizers`, `previous_hashes`, and under `tables` dlt's own system tables.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub dlt: Map<String, Value>,
 }
+
+/// How many earlier version hashes a schema keeps (dlt's `previous_hashes`).
+const PREVIOUS_HASHES_KEPT: usize = 10;
 
 impl Schema {
     /// An empty schema.
@@ -319,31 +354,40 @@ impl Schema {
             version_hash: String::new(),
             engine_version: SCHEMA_ENGINE_VERSION,
             tables: NameMap::default(),
+            dlt: Map::new(),
         };
-        schema.bump_version();
+        schema.version_hash = schema.content_hash();
+        schema.version = 1;
         schema
     }
 
-    /// Hash of the tables and columns (order included).
+    /// dlt's version hash of the content (tables, column order, settings).
     pub fn content_hash(&self) -> String {
-        let mut hasher = Sha256::new();
-        // Serializing an IndexMap keeps insertion order, so column order is part of the hash.
-        let json = serde_json::to_vec(&self.tables).unwrap_or_default();
-        hasher.update(&json);
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD.encode(hasher.finalize())
+        dlt_format::version_hash(&dlt_format::to_stored(self))
     }
 
-    /// Recomputes the hash; increments the version when the content changed. Returns whether it did.
+    /// Recomputes the hash; increments the version when the content changed, keeping the old
+    /// hash in `previous_hashes` as dlt does. Returns whether it did.
     pub fn bump_version(&mut self) -> bool {
         let hash = self.content_hash();
-        if hash != self.version_hash {
-            self.version += 1;
-            self.version_hash = hash;
-            true
-        } else {
-            false
+        if hash == self.version_hash {
+            return false;
         }
+        let previous = std::mem::replace(&mut self.version_hash, hash);
+        self.version += 1;
+        if !previous.is_empty() {
+            let hashes = self
+                .dlt
+                .entry("previous_hashes")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Value::Array(hashes) = hashes {
+                if !hashes.iter().any(|h| h.as_str() == Some(previous.as_str())) {
+                    hashes.insert(0, Value::String(previous));
+                    hashes.truncate(PREVIOUS_HASHES_KEPT);
+                }
+            }
+        }
+        true
     }
 
     /// The root table of `table` (itself for a root table).
@@ -377,17 +421,15 @@ impl Schema {
             .collect()
     }
 
-    /// Reads a schema stored as JSON.
-    pub fn from_json(text: &str) -> Result<Schema> {
-        serde_json::from_str(text).map_err(|e| Error::Corrupt {
-            what: "schema".into(),
-            detail: e.to_string(),
-        })
+    /// Reads a schema stored in the destination: dlt's stored format (written by dlt or by
+    /// highwater), or the format highwater stored before it wrote dlt's.
+    pub fn from_stored_json(text: &str) -> Result<Schema> {
+        dlt_format::from_stored(text)
     }
 
-    /// The schema as pretty JSON.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+    /// The schema in dlt's stored format, as `_dlt_version.schema` holds it.
+    pub fn to_stored_json(&self) -> String {
+        dlt_format::to_stored(self).to_string()
     }
 }
 
@@ -407,8 +449,10 @@ mod tests {
         schema.tables.insert("events".into(), table);
         assert!(schema.bump_version());
         assert_eq!(schema.version, 2);
-        let back = Schema::from_json(&schema.to_json()).unwrap();
-        assert_eq!(back, schema);
+        let back = Schema::from_stored_json(&schema.to_stored_json()).unwrap();
+        assert_eq!(back.tables, schema.tables);
+        assert_eq!(back.version_hash, schema.version_hash);
+        assert_eq!(back.content_hash(), schema.version_hash);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The state document: pipeline-, source- and resource-scoped JSON committed with the data.
 //!
 //! The layout is dlt's (`sources.<source>.resources.<resource>.incremental.<cursor_path>`), so a
-//! dlt user finds the same document in `_dlt_pipeline_state`.
+//! dlt user finds the same document in `_dlt_pipeline_state`. Values are dlt's typed JSON (see
+//! [`crate::typed_json`]): a datetime dlt stored comes back as a datetime, and the version hash
+//! is dlt's, so dlt and highwater can take turns on one dataset.
 
 use std::io::{Read, Write};
 
@@ -11,9 +13,9 @@ use flate2::read::ZlibDecoder;
 use flate2::write::ZlibEncoder;
 use flate2::Compression;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::typed_json;
 
 /// dlt's state engine version.
 pub const STATE_ENGINE_VERSION: i64 = 4;
@@ -73,8 +75,9 @@ pub fn get_resource_state<'a>(state: &'a Value, source: &str, resource: &str) ->
         .get(resource)
 }
 
-/// Hash of the content that matters (no versions, no `_local`).
-pub fn content_hash(state: &Value) -> String {
+/// dlt's `_version_hash` of a state: base64 of sha3-256 over the typed JSON of the state
+/// without `_local` and the version fields, keys sorted (dlt's `generate_state_version_hash`).
+pub fn version_hash(state: &Value) -> String {
     let mut content = state.clone();
     if let Value::Object(map) = &mut content {
         for key in [
@@ -86,9 +89,7 @@ pub fn content_hash(state: &Value) -> String {
             map.remove(key);
         }
     }
-    let mut hasher = Sha256::new();
-    hasher.update(content.to_string().as_bytes());
-    STANDARD.encode(hasher.finalize())
+    typed_json::sha3_b64(&typed_json::canonical(&content))
 }
 
 /// The `_local` section's last extracted hash.
@@ -99,7 +100,7 @@ pub fn last_extracted_hash(state: &Value) -> Option<&str> {
 /// Marks `state` as the version to commit: bumps `_state_version` when the content changed,
 /// and records the hash. Returns whether a state row must be written.
 pub fn prepare_commit(state: &mut Value) -> bool {
-    let hash = content_hash(state);
+    let hash = version_hash(state);
     let changed = last_extracted_hash(state) != Some(hash.as_str());
     if let Value::Object(map) = state {
         let previous = map
@@ -124,7 +125,57 @@ pub fn prepare_commit(state: &mut Value) -> bool {
     changed
 }
 
-/// The state as dlt stores it in `_dlt_pipeline_state.state`: base64(zlib(json without `_local`)).
+/// A state restored from the destination, ready to be the local state: marked as extracted
+/// (so an unchanged run writes no state row), as dlt marks a restored state.
+pub fn mark_restored(mut state: Value) -> Value {
+    let hash = version_hash(&state);
+    if let Value::Object(map) = &mut state {
+        map.insert(
+            "_local".into(),
+            json!({"first_run": false, "_last_extracted_hash": hash}),
+        );
+    }
+    state
+}
+
+/// Brings a local state written before highwater hashed states as dlt does up to date: its
+/// `_version_hash` (sha-256 over highwater's own JSON text) becomes dlt's hash of the same
+/// content, so the change of hash is not taken for a change of state.
+pub fn migrate_local(mut state: Value) -> Value {
+    let legacy = legacy_version_hash(&state);
+    let hash = version_hash(&state);
+    if let Value::Object(map) = &mut state {
+        if map.get("_version_hash").and_then(Value::as_str) == Some(legacy.as_str()) {
+            map.insert("_version_hash".into(), Value::String(hash.clone()));
+        }
+        if let Some(Value::Object(local)) = map.get_mut("_local") {
+            if local.get("_last_extracted_hash").and_then(Value::as_str) == Some(legacy.as_str()) {
+                local.insert("_last_extracted_hash".into(), Value::String(hash));
+            }
+        }
+    }
+    state
+}
+
+/// The hash highwater gave states before it used dlt's: sha-256 of serde_json's text.
+fn legacy_version_hash(state: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let mut content = state.clone();
+    if let Value::Object(map) = &mut content {
+        for key in [
+            "_local",
+            "_state_version",
+            "_state_engine_version",
+            "_version_hash",
+        ] {
+            map.remove(key);
+        }
+    }
+    STANDARD.encode(Sha256::digest(content.to_string().as_bytes()))
+}
+
+/// The state as dlt stores it in `_dlt_pipeline_state.state`: base64(zlib(typed JSON without
+/// `_local`)), which dlt's `decompress_state` reads.
 pub fn encode_for_destination(state: &Value) -> Result<String> {
     let mut content = state.clone();
     if let Value::Object(map) = &mut content {
@@ -141,22 +192,77 @@ pub fn encode_for_destination(state: &Value) -> Result<String> {
     Ok(STANDARD.encode(encoder.finish().map_err(io)?))
 }
 
-/// Decodes `_dlt_pipeline_state.state` (compressed, or plain JSON as dlt's decoder also accepts).
+/// Decodes `_dlt_pipeline_state.state` (compressed, or plain JSON as dlt's decoder also
+/// accepts) and brings a state of an older state engine up to version 4 as dlt does. A state of
+/// a newer engine is refused: its meaning is unknown, and nothing must be loaded from it.
 pub fn decode_from_destination(text: &str) -> Result<Value> {
     let corrupt = |detail: String| Error::Corrupt {
         what: "state in _dlt_pipeline_state".into(),
         detail,
     };
+    let mut decoded = None;
     if let Ok(bytes) = STANDARD.decode(text.trim()) {
         let mut json = String::new();
         if ZlibDecoder::new(&bytes[..])
             .read_to_string(&mut json)
             .is_ok()
         {
-            return serde_json::from_str(&json).map_err(|e| corrupt(e.to_string()));
+            decoded = Some(serde_json::from_str(&json).map_err(|e| corrupt(e.to_string()))?);
         }
     }
-    serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))
+    let state: Value = match decoded {
+        Some(state) => state,
+        None => serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?,
+    };
+    migrate(state)
+}
+
+/// dlt's `migrate_pipeline_state`: engine 1 → 2 adds `_local`, 2 → 3 sets the version hash,
+/// 3 → 4 renames `destination`/`staging` to `*_type` and `*_name`.
+fn migrate(mut state: Value) -> Result<Value> {
+    let pipeline = state
+        .get("pipeline_name")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_string();
+    let Some(engine) = state.get("_state_engine_version").and_then(Value::as_i64) else {
+        return Err(Error::Corrupt {
+            what: format!("state of pipeline {pipeline} in _dlt_pipeline_state"),
+            detail: "it has no _state_engine_version".into(),
+        });
+    };
+    if !(1..=STATE_ENGINE_VERSION).contains(&engine) {
+        return Err(Error::UnsupportedVersion {
+            document: format!("the state of pipeline {pipeline} in _dlt_pipeline_state"),
+            kind: "state engine",
+            found: engine,
+            supported: format!("1 to {STATE_ENGINE_VERSION} (dlt up to 1.31)"),
+        });
+    }
+    let Value::Object(map) = &mut state else {
+        return Err(Error::Corrupt {
+            what: format!("state of pipeline {pipeline} in _dlt_pipeline_state"),
+            detail: "it is not a JSON object".into(),
+        });
+    };
+    if engine < 2 {
+        map.insert("_local".into(), json!({}));
+    }
+    if engine < 3 {
+        let hash = version_hash(&Value::Object(map.clone()));
+        map.insert("_version_hash".into(), Value::String(hash));
+    }
+    if engine < 4 {
+        // dlt keeps a destination name only when it differs from the type's own name.
+        for kind in ["destination", "staging"] {
+            if let Some(reference) = map.remove(kind) {
+                map.insert(format!("{kind}_type"), reference);
+                map.insert(format!("{kind}_name"), Value::Null);
+            }
+        }
+    }
+    map.insert("_state_engine_version".into(), json!(STATE_ENGINE_VERSION));
+    Ok(state)
 }
 
 #[cfg(test)]

@@ -3,6 +3,34 @@
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 
+/// The offset of an ISO timestamp's text in seconds east of UTC (`Z` is 0); `None` when the
+/// text carries none (a naive timestamp) or is not a timestamp.
+pub fn offset_seconds(s: &str) -> Option<i32> {
+    parse_timestamp(s)?;
+    let b = s.as_bytes();
+    if matches!(b.last(), Some(b'Z' | b'z')) {
+        return Some(0);
+    }
+    // The offset's sign comes after the time (the date's own dashes come before position 11).
+    let sign_at = b[11..].iter().rposition(|c| matches!(c, b'+' | b'-'))? + 11;
+    let digits: Vec<u32> = s[sign_at + 1..]
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|c| u32::from(c - b'0'))
+        .collect();
+    let (hours, minutes) = match digits.as_slice() {
+        [h1, h2] => (h1 * 10 + h2, 0),
+        [h1, h2, m1, m2] => (h1 * 10 + h2, m1 * 10 + m2),
+        _ => return None,
+    };
+    let seconds = (hours * 3600 + minutes * 60) as i32;
+    Some(if b[sign_at] == b'-' {
+        -seconds
+    } else {
+        seconds
+    })
+}
+
 /// `YYYY-MM-DD` exactly.
 pub fn parse_date(s: &str) -> Option<NaiveDate> {
     let b = s.as_bytes();
@@ -214,6 +242,22 @@ fn four_digits(b: &[u8], i: usize) -> Option<u32> {
 mod tests {
     use super::*;
     use chrono::Datelike;
+
+    #[test]
+    fn offsets_are_read_from_the_text() {
+        assert_eq!(offset_seconds("2024-01-02T10:00:00Z"), Some(0));
+        assert_eq!(
+            offset_seconds("2024-01-02T10:00:00.25-05:00"),
+            Some(-5 * 3600)
+        );
+        assert_eq!(
+            offset_seconds("2024-01-02T10:00:00+0530"),
+            Some(5 * 3600 + 1800)
+        );
+        assert_eq!(offset_seconds("2024-01-02T10:00:00+01"), Some(3600));
+        assert_eq!(offset_seconds("2024-01-02T10:00:00"), None);
+        assert_eq!(offset_seconds("2024-01-02"), None);
+    }
 
     fn ts(s: &str) -> Option<String> {
         parse_timestamp(s).map(|t| t.to_rfc3339())

@@ -108,7 +108,8 @@ fn a_load_writes_dlts_layout_and_file_contents() {
     assert_eq!(versions.len(), 1);
     let version = read_json(&ds.join("_dlt_version").join(&versions[0]));
     assert_eq!(version["version_hash"], json!(schema_hash));
-    let stored = highwater::schema::Schema::from_json(version["schema"].as_str().unwrap()).unwrap();
+    let stored =
+        highwater::schema::Schema::from_stored_json(version["schema"].as_str().unwrap()).unwrap();
     assert!(stored.tables.contains_key("events__tags"));
 
     // dlt's Arrow types, every column of the table, NOT NULL where the schema says so.

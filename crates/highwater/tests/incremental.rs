@@ -219,7 +219,8 @@ fn timestamps_with_mixed_offsets_compare_as_instants() {
     let state = p.local_state().unwrap().unwrap();
     assert_eq!(
         state["sources"]["inc"]["resources"]["ev"]["incremental"]["at"]["last_value"],
-        "2024-01-01T10:00:00.500Z"
+        "2024-01-01T10:00:00.5Z",
+        "stored as the row wrote it, as dlt stores a string cursor"
     );
 }
 
@@ -279,8 +280,8 @@ fn many_rows_at_one_cursor_value_keep_a_bounded_state_and_no_duplicates() {
         .clone();
     assert_eq!(
         hashes.len(),
-        200_000,
-        "one fixed-size hash per key at the boundary value"
+        400_000,
+        "fixed-size hashes of each key at the boundary value, in dlt's two forms of a one-column key"
     );
     assert!(hashes.iter().all(|h| h.as_str().unwrap().len() == 12));
     let stored = highwater::state::encode_for_destination(&state)
@@ -290,7 +291,8 @@ fn many_rows_at_one_cursor_value_keep_a_bounded_state_and_no_duplicates() {
         "state with 200000 boundary keys: {} bytes as JSON, {stored} bytes in _dlt_pipeline_state",
         state.to_string().len()
     );
-    assert!(stored < 4_000_000, "{stored}");
+    // 9 bytes of digest per hash, two hashes per key: about 25 bytes per key once compressed.
+    assert!(stored < 5_200_000, "{stored}");
     let mut again = rows;
     again.push(json!({"id": 200_000, "day": "2024-01-01"}));
     assert_eq!(

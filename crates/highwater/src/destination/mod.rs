@@ -127,9 +127,10 @@ impl Capabilities {
         self.merge_strategies.contains(&strategy)
     }
 
-    /// `destination_type` in the state document.
+    /// `destination_type` in the state document: dlt's reference to the same destination, so
+    /// a dlt run on the dataset finds the destination it expects.
     pub fn destination_type(&self) -> String {
-        format!("highwater.destinations.{}", self.kind)
+        format!("dlt.destinations.{}", self.kind)
     }
 }
 

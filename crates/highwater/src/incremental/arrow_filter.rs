@@ -9,9 +9,13 @@ use arrow::compute::{and, cast, filter_record_batch, is_not_null, or};
 use arrow::datatypes::{DataType as ArrowType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
-use super::{Bound, CursorKind, CursorValue, IncrementalRun, LastValueFunc, OnCursorMissing};
+use serde_json::Value;
+
+use super::{
+    Bound, CursorKind, CursorValue, IncrementalRun, LastValueFunc, OnCursorMissing, StoredForm,
+};
 use crate::error::Result;
-use crate::hash::shake128_b64;
+use crate::typed_json::{self, Marker};
 
 /// The cursor column in a comparable form, and its kind.
 enum Comparable {
@@ -233,19 +237,45 @@ impl IncrementalRun {
         let mut keep: Vec<bool> = (0..mask.len())
             .map(|i| mask.value(i) && !mask.is_null(i))
             .collect();
-        let key_columns: Vec<ArrayRef> = match &self.dedup_key {
+        if self.fresh && matches!(kind, CursorKind::Timestamp | CursorKind::Date) {
+            // As dlt: Arrow cursors are datetimes and dates, stored in typed JSON.
+            self.form = StoredForm::Typed {
+                marker: if kind == CursorKind::Date {
+                    Marker::Date
+                } else {
+                    Marker::DateTime
+                },
+                naive: matches!(column.data_type(), ArrowType::Timestamp(_, None)),
+            };
+        }
+        let key_columns: Vec<(String, ArrayRef)> = match &self.dedup_key {
             Some(key) => key
                 .iter()
-                .filter_map(|k| batch.column_by_name(k).cloned())
+                .filter_map(|k| batch.column_by_name(k).map(|c| (k.clone(), c.clone())))
                 .collect(),
-            None => batch.columns().to_vec(),
-        };
-        let row_hash = |i: usize| -> String {
-            let text: Vec<String> = key_columns
+            None => batch
+                .schema()
+                .fields()
                 .iter()
-                .map(|c| arrow::util::display::array_value_to_string(c, i).unwrap_or_default())
-                .collect();
-            shake128_b64(text.join("\u{1f}").as_bytes(), 9)
+                .zip(batch.columns())
+                .map(|(f, c)| (f.name().clone(), c.clone()))
+                .collect(),
+        };
+        let whole_row = self.dedup_key.is_none();
+        let row_key = |i: usize| -> String {
+            let value = if whole_row {
+                Value::Object(
+                    key_columns
+                        .iter()
+                        .map(|(name, c)| (name.clone(), key_value(c, i)))
+                        .collect(),
+                )
+            } else if let [(_, c)] = key_columns.as_slice() {
+                key_value(c, i)
+            } else {
+                Value::Array(key_columns.iter().map(|(_, c)| key_value(c, i)).collect())
+            };
+            String::from_utf8_lossy(&typed_json::canonical(&value)).into_owned()
         };
         for (i, kept) in keep.iter_mut().enumerate() {
             if !*kept {
@@ -260,27 +290,69 @@ impl IncrementalRun {
                 .is_none_or(|last| self.better(&value, last).is_gt());
             if is_new_best {
                 self.last = Some(value);
+                self.set_last_text(None);
                 if self.dedup {
                     self.hashes.clear();
-                    self.hashes.insert(row_hash(i));
+                    self.hashes_legacy = false;
+                    self.best_key = Some(row_key(i));
                 }
             } else if self.dedup {
                 let at_start = self
                     .start
                     .as_ref()
                     .is_some_and(|s| value.compare(s).is_eq());
-                if at_start && self.start_hashes.contains(&row_hash(i)) {
+                if at_start && self.was_loaded(&row_key(i)) {
                     *kept = false;
                     self.start_out_of_range = true;
                     continue;
                 }
                 if self.last.as_ref().is_some_and(|l| value.compare(l).is_eq()) {
-                    self.hashes.insert(row_hash(i));
+                    self.add_boundary_row(&row_key(i));
                 }
             }
             self.kept_rows += 1;
         }
         filter_record_batch(batch, &BooleanArray::from(keep))
             .map_err(|e| self.error("", e.to_string()))
+    }
+}
+
+/// Row `i` of a key column as dlt's dedup hash sees it (`to_pylist()` of the column, dumped as
+/// JSON): numbers and booleans as such, datetimes as microseconds since the epoch (dlt 1.31),
+/// dates and decimals as their text, the rest as text.
+fn key_value(column: &ArrayRef, i: usize) -> Value {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float32Type, Float64Type};
+    if column.is_null(i) {
+        return Value::Null;
+    }
+    let data_type = column.data_type();
+    if data_type.is_integer() {
+        if let Ok(ints) = cast(&column.slice(i, 1), &ArrowType::Int64) {
+            return Value::from(ints.as_primitive::<arrow::datatypes::Int64Type>().value(0));
+        }
+    }
+    match data_type {
+        ArrowType::Boolean => Value::Bool(column.as_boolean().value(i)),
+        ArrowType::Float64 => Value::from(column.as_primitive::<Float64Type>().value(i)),
+        ArrowType::Float32 => Value::from(f64::from(column.as_primitive::<Float32Type>().value(i))),
+        ArrowType::Timestamp(_, _) => {
+            match cast(
+                &column.slice(i, 1),
+                &ArrowType::Timestamp(TimeUnit::Microsecond, None),
+            )
+            .and_then(|micros| cast(&micros, &ArrowType::Int64))
+            {
+                Ok(micros) => Value::from(
+                    micros
+                        .as_primitive::<arrow::datatypes::Int64Type>()
+                        .value(0),
+                ),
+                Err(_) => Value::Null,
+            }
+        }
+        _ => Value::String(
+            arrow::util::display::array_value_to_string(column, i).unwrap_or_default(),
+        ),
     }
 }

@@ -6,6 +6,7 @@ mod arrow_filter;
 mod cursor;
 mod path;
 mod probe;
+mod stored;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -18,9 +19,9 @@ pub use cursor::{CursorKind, CursorValue};
 pub use path::CursorPath;
 
 use crate::error::{Error, Result};
-use crate::hash::shake128_b64;
 use crate::timeparse;
 use probe::Probed;
+use stored::StoredForm;
 
 /// A custom last-value function: folds the cursor values given (one or two: the item's and the
 /// running last value) into the new last value, as dlt's `last_value_func` callables do.
@@ -293,10 +294,22 @@ pub(crate) struct IncrementalRun {
     dedup_key: Option<Vec<String>>,
     dedup: bool,
     start_hashes: HashSet<String>,
+    /// The stored boundary set was written before dlt 1.29 (and is matched in its format).
+    start_legacy: bool,
     hashes: HashSet<String>,
+    /// Hashes added to `hashes` take the old format while it holds the stored set.
+    hashes_legacy: bool,
     /// The key text of the newest best row, hashed only when the run ends: with an ascending
     /// cursor every row is a new best, and most never stay at the boundary.
     best_key: Option<String>,
+    /// How the state holds cursor values (as the rows did, or dlt's typed JSON).
+    form: StoredForm,
+    /// Whether no last value was stored (a first run): the form may follow the rows' type.
+    fresh: bool,
+    /// Whether a row set a new last value in this run.
+    moved: bool,
+    /// The text of the newest best row's cursor when it was a string, stored as it was.
+    last_text: Option<String>,
     start_out_of_range: bool,
     end_out_of_range: bool,
     kept_rows: u64,
@@ -326,6 +339,7 @@ impl IncrementalRun {
         let stored_last = stored
             .and_then(|s| s.get("last_value"))
             .filter(|v| !v.is_null());
+        let form = StoredForm::of(stored_last);
         let start_hashes: HashSet<String> = stored
             .and_then(|s| s.get("unique_hashes"))
             .and_then(Value::as_array)
@@ -352,7 +366,13 @@ impl IncrementalRun {
             dedup,
             hashes: start_hashes.clone(),
             best_key: None,
+            start_legacy: stored::is_legacy(&start_hashes),
+            hashes_legacy: stored::is_legacy(&start_hashes),
             start_hashes,
+            form,
+            fresh: stored_last.is_none(),
+            moved: false,
+            last_text: None,
             start_out_of_range: false,
             end_out_of_range: false,
             kept_rows: 0,
@@ -366,7 +386,7 @@ impl IncrementalRun {
         }
         if run.kind.is_none() {
             // A stored last value came from the data, so it tells the cursor's kind best.
-            run.kind = stored_last.and_then(CursorKind::infer);
+            run.kind = stored_last.and_then(stored::kind_of);
         }
         if let Some(kind) = run.kind {
             run.resolve(kind, &"")?;
@@ -453,7 +473,7 @@ impl IncrementalRun {
         what: &str,
         location: &dyn Display,
     ) -> Result<CursorValue> {
-        CursorValue::parse(raw, kind).ok_or_else(|| {
+        CursorValue::parse(&stored::untyped(raw), kind).ok_or_else(|| {
             self.error(
                 location,
                 format!(
@@ -536,7 +556,7 @@ impl IncrementalRun {
                 ),
             )
         })?;
-        self.judge(value, &mut |run| run.row_key(item, location))
+        self.judge(value, raw.as_str(), &mut |run| run.row_key(item, location))
     }
 
     /// The range and boundary checks of [`Self::filter`] for a row's cursor value. `key` gives
@@ -544,6 +564,7 @@ impl IncrementalRun {
     fn judge(
         &mut self,
         value: CursorValue,
+        text: Option<&str>,
         key: &mut dyn FnMut(&Self) -> Result<String>,
     ) -> Result<Verdict> {
         use std::cmp::Ordering::*;
@@ -562,14 +583,16 @@ impl IncrementalRun {
         };
         if is_new_best {
             self.last = Some(value);
+            self.set_last_text(text);
             if self.dedup {
                 self.best_key = Some(key(self)?);
                 self.hashes.clear();
+                self.hashes_legacy = false;
             }
             self.kept_rows += 1;
             return Ok(Verdict::Keep);
         }
-        let mut row_hash = None;
+        let mut row_key = None;
         if let Some(start) = &self.start {
             let order = self.better(&value, start);
             if order == Equal && self.config.range_start == Bound::Open {
@@ -581,12 +604,12 @@ impl IncrementalRun {
                 return Ok(Verdict::Drop);
             }
             if order == Equal && self.dedup {
-                let hash = key_hash(&key(self)?);
-                if self.start_hashes.contains(&hash) {
+                let text = key(self)?;
+                if self.was_loaded(&text) {
                     self.start_out_of_range = true;
                     return Ok(Verdict::Drop);
                 }
-                row_hash = Some(hash);
+                row_key = Some(text);
             }
         }
         if self.dedup
@@ -595,11 +618,11 @@ impl IncrementalRun {
                 .as_ref()
                 .is_some_and(|last| value.compare(last) == Equal)
         {
-            let hash = match row_hash {
-                Some(hash) => hash,
-                None => key_hash(&key(self)?),
+            let text = match row_key {
+                Some(text) => text,
+                None => key(self)?,
             };
-            self.hashes.insert(hash);
+            self.add_boundary_row(&text);
         }
         self.kept_rows += 1;
         Ok(Verdict::Keep)
@@ -639,9 +662,11 @@ impl IncrementalRun {
         };
         if self.custom_last.as_ref() != Some(&new) {
             self.custom_last = Some(new);
+            self.moved = true;
             if self.dedup {
                 self.best_key = Some(self.row_key(item, location)?);
                 self.hashes.clear();
+                self.hashes_legacy = false;
             }
             self.kept_rows += 1;
             return Ok(Verdict::Keep);
@@ -656,15 +681,15 @@ impl IncrementalRun {
                     self.start_out_of_range = true;
                     return Ok(Verdict::Drop);
                 }
-                if self.dedup && self.start_hashes.contains(&self.row_hash(item, location)?) {
+                if self.dedup && self.was_loaded(&self.row_key(item, location)?) {
                     self.start_out_of_range = true;
                     return Ok(Verdict::Drop);
                 }
             }
         }
         if self.dedup && self.custom_last.as_ref() == Some(&alone) {
-            let hash = self.row_hash(item, location)?;
-            self.hashes.insert(hash);
+            let text = self.row_key(item, location)?;
+            self.add_boundary_row(&text);
         }
         self.kept_rows += 1;
         Ok(Verdict::Keep)
@@ -766,18 +791,20 @@ impl IncrementalRun {
         if self.dedup && self.dedup_key.is_none() {
             return None;
         }
-        let value = match probe::probe(json, field)? {
+        let probed = probe::probe(json, field)?;
+        let (value, text) = match &probed {
             Probed::Plain(text) => {
                 if self.before_start_by_second(text) == Some(true) {
                     return Some(Ok(Verdict::Drop));
                 }
-                CursorValue::parse_str(std::str::from_utf8(text).ok()?, kind)?
+                let text = std::str::from_utf8(text).ok()?;
+                (CursorValue::parse_str(text, kind)?, Some(text))
             }
-            Probed::Value(raw) if !raw.is_null() => CursorValue::parse(&raw, kind)?,
+            Probed::Value(raw) if !raw.is_null() => (CursorValue::parse(raw, kind)?, raw.as_str()),
             Probed::Value(_) => return None,
         };
         // Asked for only with dedup on, so with a key.
-        Some(self.judge(value, &mut |run| {
+        Some(self.judge(value, text, &mut |run| {
             let key = run.dedup_key.as_deref().unwrap_or_default();
             run.key_text(
                 key,
@@ -787,9 +814,39 @@ impl IncrementalRun {
         }))
     }
 
-    /// The boundary hash of a row: its dedup key, or its whole content without a key.
-    fn row_hash(&self, item: &Value, location: &dyn Display) -> Result<String> {
-        Ok(key_hash(&self.row_key(item, location)?))
+    /// Records the string text of a new last value's cursor (stored as it was).
+    fn set_last_text(&mut self, text: Option<&str>) {
+        self.moved = true;
+        match (text, &mut self.last_text) {
+            (Some(text), Some(buffer)) => {
+                buffer.clear();
+                buffer.push_str(text);
+            }
+            (Some(text), slot) => *slot = Some(text.to_string()),
+            (None, slot) => *slot = None,
+        }
+    }
+
+    /// Whether a row at the start value with this key text was loaded by the previous run (its
+    /// hash is in the stored boundary set, in either of dlt's forms of a one-column key).
+    fn was_loaded(&self, key_text: &str) -> bool {
+        stored::key_forms(key_text, self.one_column_key()).any(|form| {
+            self.start_hashes
+                .contains(&stored::key_hash(&form, self.start_legacy))
+        })
+    }
+
+    /// Adds a row at the last value to the boundary set.
+    fn add_boundary_row(&mut self, key_text: &str) {
+        for form in stored::key_forms(key_text, self.one_column_key()) {
+            let hash = stored::key_hash(&form, self.hashes_legacy);
+            self.hashes.insert(hash);
+        }
+    }
+
+    /// Whether the dedup key is one column (whose hash dlt takes in two forms).
+    fn one_column_key(&self) -> bool {
+        self.dedup_key.as_ref().is_some_and(|k| k.len() == 1)
     }
 
     /// The canonical text a row's boundary hash is made from: its dedup key, or its whole
@@ -851,34 +908,47 @@ impl IncrementalRun {
         self.config.cursor_path.as_str()
     }
 
-    /// The state to store after the run: `{initial_value, last_value, unique_hashes, start_value}`.
+    /// The state to store after the run: `{initial_value, last_value, unique_hashes, start_value}`,
+    /// in dlt's formats (see [`stored`]).
     pub(crate) fn to_state(&self, previous: Option<&Value>) -> Value {
-        let mut last = match self.config.last_value_func {
-            LastValueFunc::Custom(_) => self.custom_last.clone(),
-            _ => self.last.as_ref().map(CursorValue::to_json),
-        };
-        if self.config.lag.is_some() {
-            // With lag the stored value never moves backwards.
-            let previous_last = previous
-                .and_then(|p| p.get("last_value"))
-                .filter(|v| !v.is_null());
-            if let (Some(kind), Some(prev)) = (self.kind, previous_last) {
-                if let (Some(p), Some(cur)) = (CursorValue::parse(prev, kind), &self.last) {
-                    if self.better(&p, cur) == std::cmp::Ordering::Greater {
-                        last = Some(p.to_json());
-                    }
+        let previous_last = previous
+            .and_then(|p| p.get("last_value"))
+            .filter(|v| !v.is_null());
+        let last = match (&self.config.last_value_func, &self.last) {
+            (LastValueFunc::Custom(_), _) => self.custom_last.clone(),
+            (_, Some(last)) if self.moved => {
+                // With lag the stored value never moves backwards.
+                let stays = self.config.lag.is_some()
+                    && previous_last.is_some_and(|prev| {
+                        self.kind
+                            .and_then(|kind| CursorValue::parse(&stored::untyped(prev), kind))
+                            .is_some_and(|p| self.better(&p, last) == std::cmp::Ordering::Greater)
+                    });
+                if stays {
+                    previous_last.cloned()
+                } else {
+                    Some(self.form.render(last, self.last_text.as_deref()))
                 }
             }
+            // No row moved it: the value as it was stored.
+            _ => None,
+        };
+        let mut hashes: Vec<String> = self.hashes.iter().cloned().collect();
+        if let Some(best) = &self.best_key {
+            hashes.extend(
+                stored::key_forms(best, self.one_column_key())
+                    .map(|form| stored::key_hash(&form, self.hashes_legacy)),
+            );
         }
-        let best = self.best_key.as_deref().map(key_hash);
-        let mut hashes: Vec<&String> = self.hashes.iter().chain(best.as_ref()).collect();
         hashes.sort();
         hashes.dedup();
         let mut state = Map::new();
-        state.insert(
-            "initial_value".into(),
-            self.initial_raw.clone().unwrap_or(Value::Null),
-        );
+        // As dlt: the initial value the state was created with stays.
+        let initial = match previous.and_then(|p| p.get("initial_value")) {
+            Some(stored) => Some(stored.clone()),
+            None => self.initial_raw.clone(),
+        };
+        state.insert("initial_value".into(), initial.unwrap_or(Value::Null));
         state.insert(
             "last_value".into(),
             last.or_else(|| self.start_raw.clone())
@@ -887,10 +957,7 @@ impl IncrementalRun {
         state.insert(
             "unique_hashes".into(),
             Value::Array(if self.dedup {
-                hashes
-                    .into_iter()
-                    .map(|h| Value::String(h.clone()))
-                    .collect()
+                hashes.into_iter().map(Value::String).collect()
             } else {
                 Vec::new()
             }),
@@ -911,16 +978,20 @@ impl IncrementalRun {
 
     fn view_snapshot(&self) -> ViewSnapshot {
         ViewSnapshot {
-            start_value: self
-                .start
-                .as_ref()
-                .map(CursorValue::to_json)
-                .or_else(|| self.start_raw.clone()),
+            start_value: self.start.as_ref().map(CursorValue::to_json).or_else(|| {
+                self.start_raw
+                    .as_ref()
+                    .map(|v| stored::untyped(v).into_owned())
+            }),
             last_value: self
                 .custom_last
                 .clone()
                 .or_else(|| self.last.as_ref().map(CursorValue::to_json))
-                .or_else(|| self.start_raw.clone()),
+                .or_else(|| {
+                    self.start_raw
+                        .as_ref()
+                        .map(|v| stored::untyped(v).into_owned())
+                }),
             end_value: self.config.end_value.clone(),
             start_out_of_range: self.start_out_of_range,
             end_out_of_range: self.end_out_of_range,
@@ -976,40 +1047,12 @@ impl IncrementalView {
     }
 }
 
-/// The boundary hash of a row's key text (12 characters of shake_128, as dlt).
-fn key_hash(key: &str) -> String {
-    shake128_b64(key.as_bytes(), 9)
-}
-
-/// JSON with object keys sorted, so equal content hashes equally whatever the key order.
+/// JSON with object keys sorted, as dlt's dedup hash takes it (`orjson`, sorted keys).
 fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[key], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
+    // The canonical writer produces UTF-8 from UTF-8 strings.
+    out.push_str(&String::from_utf8_lossy(&crate::typed_json::canonical(
+        value,
+    )));
 }
 
 #[cfg(test)]
@@ -1045,7 +1088,8 @@ mod tests {
         let (kept, state) = run_over(inc.clone(), Some(&key), None, &items);
         assert_eq!(kept.len(), 3);
         assert_eq!(state["last_value"], json!(12));
-        assert_eq!(state["unique_hashes"].as_array().unwrap().len(), 2);
+        // Two rows at the boundary, each hashed as dlt hashes `primary_key="id"` and `["id"]`.
+        assert_eq!(state["unique_hashes"].as_array().unwrap().len(), 4);
         // Next run: ids 3 and 4 at the boundary are skipped, id 5 at the boundary is new.
         let items2 = vec![
             json!({"id": 3, "ts": 12}),
@@ -1076,7 +1120,7 @@ mod tests {
         let stored = json!({
             "initial_value": "2024-01-01T00:00:00Z",
             "last_value": "2024-01-04T11:20:03.5Z",
-            "unique_hashes": [key_hash("2")],
+            "unique_hashes": [stored::key_hash("2", false)],
         });
         let keys: [Option<Vec<String>>; 3] = [
             Some(vec!["id".into()]),

@@ -325,7 +325,7 @@ impl<'a> Normalizer<'a> {
             apply_hints(column, spec, &primary_key, &merge_key, &naming);
         }
         let strategy = table.merge_strategy;
-        let merge = spec.write_disposition == WriteDisposition::Merge;
+        let merge = spec.write_disposition == WriteDisposition::Merge && !spec.appends_merges;
         self.has_json_columns = has_json_columns(self.schema);
         let has_root_key_children = self
             .schema
@@ -348,6 +348,9 @@ impl<'a> Normalizer<'a> {
             },
             primary_key,
         };
+        if settings.propagate_root_key {
+            crate::schema::dlt_format::record_root_key_propagation(self.schema, &name);
+        }
         self.roots.insert(name.clone(), Arc::new(settings));
         self.specs.insert(name.clone(), spec.clone());
         Ok(name)

@@ -17,6 +17,7 @@ fn spec(disposition: WriteDisposition, pk: &[&str]) -> TableSpec {
         columns: IndexMap::new(),
         max_table_nesting: None,
         root_key: false,
+        appends_merges: false,
     }
 }
 

@@ -45,6 +45,16 @@ impl TestDestination {
         }
     }
 
+    /// The DuckDB file (of a DuckDB destination).
+    pub fn duckdb_path(&self) -> &Path {
+        &self.duckdb
+    }
+
+    /// The lake folder (of a filesystem destination).
+    pub fn lake_path(&self) -> &Path {
+        &self.lake
+    }
+
     /// The environment a `highwater` process needs to reach the destination (S3 credentials).
     pub fn env(&self) -> Vec<(&'static str, String)> {
         match self.kind {

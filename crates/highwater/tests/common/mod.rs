@@ -6,6 +6,7 @@
 pub mod destinations;
 pub mod pg;
 pub mod s3;
+pub mod scenario;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -167,7 +167,7 @@ pub fn version_record(schema: &Schema) -> String {
         "version": schema.version,
         "engine_version": SCHEMA_ENGINE_VERSION,
         "inserted_at": now_text(),
-        "schema": Value::String(schema.to_json()),
+        "schema": Value::String(schema.to_stored_json()),
     })
     .to_string()
 }

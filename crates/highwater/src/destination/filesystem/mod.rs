@@ -425,7 +425,7 @@ impl Destination for FilesystemDestination {
                     detail: e.to_string(),
                 })?;
             if let Some(text) = record.get("schema").and_then(serde_json::Value::as_str) {
-                restored.schema = Some(Schema::from_json(text)?);
+                restored.schema = Some(Schema::from_stored_json(text)?);
             }
         }
         Ok(restored)

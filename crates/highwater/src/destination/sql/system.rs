@@ -149,7 +149,7 @@ pub fn write_load_rows(client: &mut dyn SqlClient, dataset: &str, job: &LoadJob<
                 Param::Int(SCHEMA_ENGINE_VERSION),
                 Param::Text(job.pipeline),
                 Param::Text(&schema.version_hash),
-                Param::Text(&schema.to_json()),
+                Param::Text(&schema.to_stored_json()),
             ],
             "writing _dlt_version",
         )?;
@@ -214,7 +214,7 @@ pub fn restore(client: &mut dyn SqlClient, dataset: &str, pipeline: &str) -> Res
     if table_exists(client, dataset, "_dlt_version")? {
         let rows = client.query(
             &format!(
-                "SELECT schema FROM {} WHERE schema_name = $1 ORDER BY version DESC, inserted_at DESC LIMIT 1",
+                "SELECT schema FROM {} WHERE schema_name = $1 ORDER BY inserted_at DESC, version DESC LIMIT 1",
                 qualified(dataset, "_dlt_version")
             ),
             &[Param::Text(pipeline)],
@@ -225,7 +225,7 @@ pub fn restore(client: &mut dyn SqlClient, dataset: &str, pipeline: &str) -> Res
             .and_then(|r| r.first())
             .and_then(SqlValue::as_str)
         {
-            restored.schema = Some(Schema::from_json(text)?);
+            restored.schema = Some(Schema::from_stored_json(text)?);
         }
     }
     Ok(restored)
