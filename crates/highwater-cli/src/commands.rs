@@ -78,7 +78,11 @@ pub fn show_state(
     resource: Option<&str>,
 ) -> Result<()> {
     let state = pipeline.local_state()?.unwrap_or(Value::Null);
-    let sources = state.get("sources").cloned().unwrap_or(json!({}));
+    // Typed values (a datetime dlt stored as one) as their text.
+    let sources = state
+        .get("sources")
+        .map(highwater::typed_json::untyped)
+        .unwrap_or(json!({}));
     let out = match resource {
         Some(name) => {
             check_resource(config, name)?;

@@ -380,7 +380,7 @@ fn run(args: RunArgs) -> Result<()> {
             "dataset": info.dataset,
             "load_ids": info.load_ids,
             "tables": info.tables,
-            "state": state.get("sources").cloned().unwrap_or(Value::Null),
+            "state": state.get("sources").map(highwater::typed_json::untyped).unwrap_or(Value::Null),
             "error": null,
         });
         println!("{out}");

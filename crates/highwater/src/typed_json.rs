@@ -79,6 +79,21 @@ pub fn plain_text(s: &str) -> &str {
     decode(s).map_or(s, |(_, text)| text)
 }
 
+/// `value` with every typed-JSON string as its plain text (a datetime as its ISO text), for
+/// people to read.
+pub fn untyped(value: &Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(plain_text(s).to_string()),
+        Value::Array(items) => Value::Array(items.iter().map(untyped).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, item)| (key.clone(), untyped(item)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// A datetime as dlt's typed JSON holds it: `isoformat()` of a UTC datetime (`+00:00`), or of a
 /// naive one (no offset) when `naive`.
 pub fn datetime(t: &DateTime<Utc>, naive: bool) -> String {
@@ -238,6 +253,10 @@ mod tests {
         assert_eq!(decode("\u{f026}1.5"), Some((Marker::Decimal, "1.5")));
         assert_eq!(Marker::Time.char(), '\u{f02d}');
         assert_eq!(plain_text("\u{f028}2024-01-01"), "2024-01-01");
+        assert_eq!(
+            untyped(&json!({"a": ["\u{f026}1.5", {"b": "\u{f027}2024-01-01T00:00:00"}], "c": 1})),
+            json!({"a": ["1.5", {"b": "2024-01-01T00:00:00"}], "c": 1})
+        );
         assert_eq!(
             json!(date(&chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap())),
             json!("\u{f028}2024-01-01")

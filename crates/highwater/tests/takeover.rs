@@ -79,6 +79,63 @@ fn recreate(destination: &TestDestination, run1: &Value) {
                 }
             }
         }
+        Kind::Postgres => {
+            let mut client = destination.pg();
+            client
+                .batch_execute(&format!("CREATE SCHEMA \"{dataset}\""))
+                .unwrap();
+            for (table, dump) in run1["tables"].as_object().unwrap() {
+                let columns = dump["columns"].as_array().unwrap();
+                let defs: Vec<String> = columns
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "\"{}\" {}{}{}",
+                            c["name"].as_str().unwrap(),
+                            c["type"].as_str().unwrap(),
+                            if c["nullable"].as_bool().unwrap() {
+                                ""
+                            } else {
+                                " NOT NULL"
+                            },
+                            if c["unique"].as_bool() == Some(true) {
+                                " UNIQUE"
+                            } else {
+                                ""
+                            }
+                        )
+                    })
+                    .collect();
+                client
+                    .batch_execute(&format!(
+                        "CREATE TABLE \"{dataset}\".\"{table}\" ({})",
+                        defs.join(", ")
+                    ))
+                    .unwrap();
+                let casts: Vec<String> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        format!("CAST(${}::text AS {})", i + 1, c["type"].as_str().unwrap())
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO \"{dataset}\".\"{table}\" VALUES ({})",
+                    casts.join(", ")
+                );
+                for row in dump["rows"].as_array().unwrap() {
+                    let params: Vec<Option<String>> =
+                        row.as_array().unwrap().iter().map(param_text).collect();
+                    let refs: Vec<&(dyn ::postgres::types::ToSql + Sync)> = params
+                        .iter()
+                        .map(|p| p as &(dyn ::postgres::types::ToSql + Sync))
+                        .collect();
+                    client
+                        .execute(&sql, &refs)
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                }
+            }
+        }
         Kind::Filesystem => {
             use base64::Engine;
             for (path, content) in run1["files"].as_object().unwrap() {
@@ -169,6 +226,20 @@ fn take_over(name: &str, kind: Kind, feed: Feed) {
         want_hashes.is_subset(&got_hashes) && got_hashes.len() <= 2 * want_hashes.len(),
         "{name}: boundary hashes {got_hashes:?}, dlt's {want_hashes:?}"
     );
+    // Everything else of the source's state (what a resource keeps itself) as dlt has it.
+    let without_hashes = |s: &Value| -> Value {
+        let mut sources = s["sources"].clone();
+        sources[pipeline_name]["resources"][resource]["incremental"][cursor]
+            .as_object_mut()
+            .unwrap()
+            .remove("unique_hashes");
+        sources
+    };
+    assert_eq!(
+        without_hashes(&state),
+        without_hashes(want),
+        "{name}: source state"
+    );
     // What highwater committed is what dlt reads back: the newest state row decodes to it.
     let committed = destination.rows(&format!(
         "SELECT CAST(s.state AS VARCHAR) FROM {ds}._dlt_pipeline_state AS s JOIN {ds}._dlt_loads AS l ON l.load_id = s._dlt_load_id ORDER BY s._dlt_load_id DESC LIMIT 1"
@@ -238,11 +309,13 @@ fn hashes(incremental: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-/// Each scenario once per destination (dlt's run-1 destination recreated in a DuckDB file or as
-/// a lake folder of dlt's own files), with items as values and as JSON Lines text.
+/// Each scenario once per destination (dlt's run-1 destination recreated in a DuckDB file, a
+/// PostgreSQL database, or as a lake folder of dlt's own files), with items as values and as
+/// JSON Lines text.
 macro_rules! takeover {
     ($($name:ident),* ; lake: $($lake:ident),* $(,)?) => {
         takeover!(@kind duckdb, DuckDb, $($name),*);
+        takeover!(@kind postgres, Postgres, $($lake),*);
         takeover!(@kind filesystem, Filesystem, $($lake),*);
     };
     (@kind $module:ident, $kind:ident, $($name:ident),*) => {
@@ -258,7 +331,7 @@ macro_rules! takeover {
     };
 }
 
-// `legacy_hashes` rewrites dlt's state in DuckDB only: it has no lake fixture.
+// `legacy_hashes` rewrites dlt's state in DuckDB only: it has no PostgreSQL or lake fixture.
 takeover!(
     merge_children,
     compound_key,
