@@ -1,4 +1,5 @@
-//! The subcommands besides `run`: `info`, `state`, `state reset`, `schema` and `drop`.
+//! The subcommands besides `run`: `info`, `state`, `state reset`, `schema`, `drop` and
+//! `drop-pending`.
 
 use anyhow::{bail, Context, Result};
 use highwater::Pipeline;
@@ -181,6 +182,30 @@ pub fn prune(pipeline: &Pipeline, keep: Option<usize>, failed: bool, as_json: bo
     }
     for id in &failed {
         eprintln!("deleted failed package {id}");
+    }
+    Ok(())
+}
+
+/// `highwater drop-pending`: deletes the load packages not loaded yet (a damaged package
+/// refuses every run until it is dropped); the next run restores the state from the
+/// destination and extracts their rows again.
+pub fn drop_pending(pipeline: &Pipeline, as_json: bool) -> Result<()> {
+    let dropped = pipeline
+        .drop_pending_packages()
+        .context("dropping the pending packages")?;
+    if as_json {
+        println!(
+            "{}",
+            json!({"pipeline": pipeline.name(), "dropped_packages": dropped})
+        );
+    } else if dropped.is_empty() {
+        eprintln!("no pending packages");
+    } else {
+        eprintln!(
+            "dropped {} pending package(s): {}; the next run extracts their rows again",
+            dropped.len(),
+            dropped.join(", ")
+        );
     }
     Ok(())
 }

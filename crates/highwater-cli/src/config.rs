@@ -478,3 +478,6 @@ data_type = "timestamp"
         assert!(err.contains("bogus"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod proptests;

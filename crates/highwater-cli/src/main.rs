@@ -92,6 +92,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete the load packages not loaded yet (e.g. one found damaged); the next run extracts
+    /// their rows again.
+    DropPending {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +158,7 @@ impl Command {
             | Command::State { json, .. }
             | Command::Drop { json, .. }
             | Command::Prune { json, .. }
+            | Command::DropPending { json, .. }
             | Command::Schema { json, .. } => *json,
         }
     }
@@ -279,6 +289,10 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => {
             let config = load_config(&pipeline)?;
             commands::drop(&config, &pipeline_from(&config)?, &resource, json)
+        }
+        Command::DropPending { pipeline, json } => {
+            let config = load_config(&pipeline)?;
+            commands::drop_pending(&pipeline_from(&config)?, json)
         }
     }
 }

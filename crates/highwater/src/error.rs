@@ -153,6 +153,18 @@ pub enum Error {
         supported: String,
     },
 
+    /// A file of a load package that is not loaded yet is not what was written: truncated or
+    /// altered on disk. The run refuses the package until it is dropped.
+    #[error("load package {load_id} is damaged: {path}: {detail}; nothing was loaded from it. Drop the pending packages with `highwater drop-pending PIPELINE.toml` (Pipeline::drop_pending_packages in the library): the next run extracts their rows again from the last committed state")]
+    DamagedPackage {
+        /// The package's load id.
+        load_id: String,
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+
     /// Writing or reading a columnar file failed.
     #[error("columnar file {path}: {message}")]
     Columnar {
@@ -164,6 +176,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the error comes from the data itself (a value, a line, a hint), so that
+    /// normalizing the same package again would fail again; otherwise (I/O, a damaged file) it
+    /// may pass once the cause is removed.
+    pub fn is_in_the_data(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidJson { .. }
+                | Error::Resource { .. }
+                | Error::Config(_)
+                | Error::CannotCoerce { .. }
+                | Error::NullInNotNull { .. }
+                | Error::Incremental { .. }
+        )
+    }
+
     /// An [`Error::Io`] for `path`.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

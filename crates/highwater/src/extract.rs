@@ -112,6 +112,7 @@ impl<'a> PackageWriter<'a> {
             format,
             items: 0,
             spec: spec.clone(),
+            check: None,
         });
         replace_truncates(
             &mut self.truncate_tables,
@@ -198,10 +199,10 @@ impl<'a> PackageWriter<'a> {
         for (_, out) in self.json_outs {
             // The writer counts what it wrote.
             self.tables[out.index].items = out.writer.items;
-            out.writer.finish()?;
+            self.tables[out.index].check = Some(out.writer.finish()?);
         }
-        for (_, (writer, _)) in self.arrow_outs {
-            writer.finish()?;
+        for (_, (writer, index)) in self.arrow_outs {
+            self.tables[index].check = Some(writer.finish()?);
         }
         Ok((self.tables, self.sources, self.truncate_tables))
     }
@@ -294,7 +295,7 @@ impl ResourceExtract {
             self.write_text(out, json, file, line)?;
             return Ok(Flow::Next);
         }
-        let value = serde_json::from_slice(json).map_err(|e| Error::InvalidJson {
+        let value = crate::json::from_slice(json).map_err(|e| Error::InvalidJson {
             location: format!("{file}:{line}"),
             message: e.to_string(),
         })?;

@@ -34,6 +34,8 @@ mod error;
 mod extract;
 pub mod hash;
 pub mod incremental;
+pub mod integrity;
+pub mod json;
 mod lock;
 pub mod naming;
 pub mod normalize;

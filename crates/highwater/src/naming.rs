@@ -277,3 +277,56 @@ mod tests {
         assert_eq!(short.len(), 63);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Identifiers and paths as they come: any text, and text made of the characters the
+    /// convention treats specially (case changes, separators, digits, runs of `_`).
+    fn raw_name() -> impl Strategy<Value = String> {
+        prop_oneof![".{0,24}", "[aAbB_ .@|+*1-]{0,16}", "[a-zA-Z_]{60,90}"]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn the_convention_is_idempotent_on_its_own_output_within_the_length_limit(
+            raw in raw_name(),
+            // Any real limit (PostgreSQL's is 63): room for the 6-character tag and a little.
+            max in prop::option::of(10usize..80),
+        ) {
+            let naming = Naming { max_length: max };
+            let ident = naming.normalize_identifier(&raw);
+            prop_assert_eq!(naming.normalize_identifier(&ident), ident.clone(), "identifier {:?}", raw);
+            let path = naming.normalize_path(&raw);
+            // A shortened path may not be: its tag may start a fragment with a digit, which the
+            // next pass prefixes with `_` (dlt's names do the same).
+            if max.is_none_or(|max| path.len() < max) {
+                prop_assert_eq!(naming.normalize_path(&path), path.clone(), "path {:?}", raw);
+            }
+            if let Some(max) = max {
+                prop_assert!(ident.len() <= max, "{ident:?} is longer than {max}");
+                prop_assert!(path.len() <= max, "{path:?} is longer than {max}");
+            }
+            let fragments = naming.shorten_fragments(&[&path, &ident]);
+            if let Some(max) = max {
+                prop_assert!(fragments.len() <= max, "{fragments:?} is longer than {max}");
+            }
+        }
+
+        #[test]
+        fn long_names_are_shortened_apart_by_their_tag(
+            a in "[a-zA-Z]{70,90}",
+            b in "[a-zA-Z]{70,90}",
+        ) {
+            // Two different originals share a shortened name only if their 6-character tags
+            // (hashes of the whole original) collide, which these never do.
+            let naming = Naming::with_max_length(63);
+            let (na, nb) = (naming.normalize_identifier(&a), naming.normalize_identifier(&b));
+            prop_assert_eq!(na == nb, a.trim() == b.trim(), "{} and {} give {}", a, b, na);
+        }
+    }
+}

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use crate::disk::{create_dir_all, list_dir, read_json, remove_dir_if_exists, sync_dir};
 use crate::error::{Error, Result};
+use crate::integrity::{verify, CheckedWriter, FileCheck};
 use crate::lock::LockFile;
 use crate::resource::ColumnHint;
 use crate::schema::{MergeStrategy, WriteDisposition};
@@ -83,6 +84,10 @@ pub struct ExtractedTable {
     pub items: u64,
     /// Hints.
     pub spec: TableSpec,
+    /// Size and CRC-32 of the items file, checked before it is normalized (absent in packages
+    /// of earlier versions).
+    #[serde(default)]
+    pub check: Option<FileCheck>,
 }
 
 /// A Parquet file of one table in the package, and the columns it holds in order.
@@ -96,6 +101,10 @@ pub struct TableFile {
     pub columns: Vec<String>,
     /// Rows in the file.
     pub rows: u64,
+    /// Size and CRC-32 of the file, checked before it is loaded (absent in packages of earlier
+    /// versions).
+    #[serde(default)]
+    pub check: Option<FileCheck>,
 }
 
 /// What a package holds besides its rows.
@@ -226,14 +235,32 @@ impl PackageStore {
         crate::lock::try_lock_file(&self.lock_path(load_id))
     }
 
-    /// A new, unique load id (a Unix timestamp with 7 decimals, as dlt's), and its package in `new/`.
+    /// The file holding the newest load id this working directory handed out.
+    fn last_load_id_path(&self) -> PathBuf {
+        self.root.join("last_load_id")
+    }
+
+    /// A new, unique load id (a Unix timestamp with 7 decimals, as dlt's), and its package in
+    /// `new/`. Load ids only grow: when the clock went back since the last one (a corrected
+    /// clock, a restored VM), the new id follows the last one instead of the clock.
     pub fn create(&self) -> Result<Package> {
         create_dir_all(&self.stage_dir(Stage::New))?;
+        let last = std::fs::read_to_string(self.last_load_id_path())
+            .ok()
+            .and_then(|text| load_id_ticks(text.trim()));
+        let mut after = last;
         loop {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
-            let load_id = format!("{}.{:07}", now.as_secs(), now.subsec_nanos() / 100);
+            let now = now.as_secs() * TICKS_PER_SECOND + u64::from(now.subsec_nanos() / 100);
+            let ticks = after.map_or(now, |a| now.max(a + 1));
+            let load_id = format!(
+                "{}.{:07}",
+                ticks / TICKS_PER_SECOND,
+                ticks % TICKS_PER_SECOND
+            );
+            after = Some(ticks);
             let taken = [
                 Stage::New,
                 Stage::Extracted,
@@ -244,7 +271,6 @@ impl PackageStore {
             .iter()
             .any(|s| self.dir(*s, &load_id).exists());
             if taken {
-                std::thread::sleep(std::time::Duration::from_micros(100));
                 continue;
             }
             let Some(lock) = self.try_lock(&load_id)? else {
@@ -253,12 +279,15 @@ impl PackageStore {
             let dir = self.dir(Stage::New, &load_id);
             match fs::create_dir(&dir) {
                 Ok(()) => {
+                    if last.is_none_or(|l| ticks > l) {
+                        crate::disk::write_atomic(&self.last_load_id_path(), load_id.as_bytes())?;
+                    }
                     return Ok(Package {
                         load_id,
                         stage: Stage::New,
                         store: self.clone(),
                         _lock: lock,
-                    })
+                    });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io("creating", &dir, e)),
@@ -405,6 +434,20 @@ impl PackageStore {
     }
 }
 
+/// Load ids count ten-millionths of a second.
+const TICKS_PER_SECOND: u64 = 10_000_000;
+
+/// A load id (`<seconds>.<7 digits>`) as ticks, to compare and to count on from.
+fn load_id_ticks(load_id: &str) -> Option<u64> {
+    let (secs, frac) = load_id.split_once('.')?;
+    if frac.len() != 7 {
+        return None;
+    }
+    let secs: u64 = secs.parse().ok()?;
+    let frac: u64 = frac.parse().ok()?;
+    secs.checked_mul(TICKS_PER_SECOND)?.checked_add(frac)
+}
+
 impl Package {
     /// The package's directory in its current stage.
     pub fn dir(&self) -> PathBuf {
@@ -461,12 +504,68 @@ impl Package {
 
     /// Reads the manifest from the current stage.
     pub fn manifest(&self) -> Result<Manifest> {
-        read_json(&self.dir().join("manifest.json"), "package manifest")
+        self.read_own("manifest.json", "package manifest")
     }
 
     /// The table files of a normalized package.
     pub fn table_files(&self) -> Result<Vec<TableFile>> {
-        read_json(&self.dir().join("files.json"), "package file list")
+        self.read_own("files.json", "package file list")
+    }
+
+    /// The schema a normalized package is loaded with.
+    pub fn schema(&self) -> Result<crate::schema::Schema> {
+        self.read_own("schema.json", "package schema")
+    }
+
+    /// A JSON document of the package; one missing or unreadable makes the package damaged.
+    fn read_own<T: serde::de::DeserializeOwned>(&self, name: &str, what: &str) -> Result<T> {
+        let path = self.dir().join(name);
+        read_json(&path, what).map_err(|e| match e {
+            Error::Corrupt { detail, .. } => self.damaged(&path, detail),
+            Error::Io { source, .. } => self.damaged(&path, source.to_string()),
+            other => other,
+        })
+    }
+
+    /// Checks the items files of an extracted package against the sizes and checksums its
+    /// manifest recorded.
+    pub fn check_items(&self, manifest: &Manifest) -> Result<()> {
+        for table in &manifest.tables {
+            if let Some(check) = &table.check {
+                let path = self.dir().join("items").join(&table.file);
+                verify(&path, check).map_err(|detail| self.damaged(&path, detail))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the table files of a normalized package against the sizes and checksums its file
+    /// list recorded.
+    pub fn check_tables(&self, files: &[TableFile]) -> Result<()> {
+        for file in files {
+            if let Some(check) = &file.check {
+                let path = self.dir().join("tables").join(&file.file);
+                verify(&path, check).map_err(|detail| self.damaged(&path, detail))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn damaged(&self, path: &Path, detail: String) -> Error {
+        Error::DamagedPackage {
+            load_id: self.load_id.clone(),
+            path: path.to_path_buf(),
+            detail,
+        }
+    }
+
+    /// Deletes the package (it is never loaded): out of the stages with one rename, then
+    /// deleted in the background.
+    pub fn drop_unloaded(self) -> Result<()> {
+        remove_dir_if_exists(&self.dir_in(Stage::Normalizing))?;
+        self.store.discard(&self.dir(), &self.load_id)?;
+        self.release();
+        Ok(())
     }
 
     /// Gives the package's lock back once it is loaded (its lock file goes with it).
@@ -475,7 +574,7 @@ impl Package {
 
 /// Writes extracted items as lines `<source>:<line>\t<json>` (location empty when unknown).
 pub struct ItemsWriter {
-    writer: BufWriter<File>,
+    writer: BufWriter<CheckedWriter<File>>,
     path: PathBuf,
     /// Items written.
     pub items: u64,
@@ -486,7 +585,7 @@ impl ItemsWriter {
     pub fn create(path: &Path) -> Result<Self> {
         let file = File::create(path).map_err(|e| Error::io("creating", path, e))?;
         Ok(ItemsWriter {
-            writer: BufWriter::with_capacity(1 << 20, file),
+            writer: BufWriter::with_capacity(1 << 20, CheckedWriter::new(file)),
             path: path.to_path_buf(),
             items: 0,
         })
@@ -525,20 +624,23 @@ impl ItemsWriter {
         Ok(())
     }
 
-    /// Flushes and syncs the file.
-    pub fn finish(self) -> Result<()> {
+    /// Flushes and syncs the file; returns its size and CRC-32.
+    pub fn finish(self) -> Result<FileCheck> {
         let path = self.path.clone();
-        let file = self
+        let (file, check) = self
             .writer
             .into_inner()
-            .map_err(|e| Error::io("writing", &path, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io("syncing", &path, e))
+            .map_err(|e| Error::io("writing", &path, e.into_error()))?
+            .into_parts();
+        file.sync_all()
+            .map_err(|e| Error::io("syncing", &path, e))?;
+        Ok(check)
     }
 }
 
 /// Writes Arrow items of one table to a Parquet file.
 pub struct ArrowItemsWriter {
-    writer: parquet::arrow::ArrowWriter<File>,
+    writer: parquet::arrow::ArrowWriter<CheckedWriter<File>>,
     path: PathBuf,
 }
 
@@ -546,6 +648,7 @@ impl ArrowItemsWriter {
     /// A new file at `path` for batches of `schema`.
     pub fn create(path: &Path, schema: arrow::datatypes::SchemaRef) -> Result<Self> {
         let file = File::create(path).map_err(|e| Error::io("creating", path, e))?;
+        let file = CheckedWriter::new(file);
         let writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).map_err(|e| {
             Error::Columnar {
                 path: path.to_path_buf(),
@@ -566,14 +669,20 @@ impl ArrowItemsWriter {
         })
     }
 
-    /// Closes and syncs the file.
-    pub fn finish(self) -> Result<()> {
+    /// Closes and syncs the file; returns its size and CRC-32.
+    pub fn finish(self) -> Result<FileCheck> {
         let path = self.path.clone();
-        let file = self.writer.into_inner().map_err(|e| Error::Columnar {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        file.sync_all().map_err(|e| Error::io("syncing", &path, e))
+        let (file, check) = self
+            .writer
+            .into_inner()
+            .map_err(|e| Error::Columnar {
+                path: path.clone(),
+                message: e.to_string(),
+            })?
+            .into_parts();
+        file.sync_all()
+            .map_err(|e| Error::io("syncing", &path, e))?;
+        Ok(check)
     }
 }
 
@@ -705,6 +814,34 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         !dir.exists()
+    }
+
+    #[test]
+    fn load_ids_grow_even_when_the_stored_last_one_is_ahead_of_the_clock() {
+        assert_eq!(
+            load_id_ticks("1700000000.0000001"),
+            Some(17_000_000_000_000_001)
+        );
+        assert_eq!(load_id_ticks("1700000000.1"), None);
+        let work = tempfile::tempdir().unwrap();
+        let store = PackageStore::new(work.path());
+        let first = store.create().unwrap();
+        // As if the clock had been an hour ahead when the last id was handed out.
+        let ahead = load_id_ticks(&first.load_id).unwrap() + 3600 * TICKS_PER_SECOND;
+        let ahead_id = format!(
+            "{}.{:07}",
+            ahead / TICKS_PER_SECOND,
+            ahead % TICKS_PER_SECOND
+        );
+        fs::write(store.last_load_id_path(), &ahead_id).unwrap();
+        let second = store.create().unwrap();
+        let third = store.create().unwrap();
+        assert_eq!(load_id_ticks(&second.load_id), Some(ahead + 1));
+        assert_eq!(load_id_ticks(&third.load_id), Some(ahead + 2));
+        assert_eq!(
+            fs::read_to_string(store.last_load_id_path()).unwrap(),
+            third.load_id
+        );
     }
 
     #[test]

@@ -379,21 +379,25 @@ impl Pipeline {
             .map(|schema| schema.root_tables_by_resource())
             .unwrap_or_default();
         let progress = self.progress.clone();
-        let extracted = extract(
-            &package,
-            std::mem::take(&mut source.resources),
-            ExtractContext {
-                pipeline: &self.name,
-                source: &source.name,
-                root_key: source.root_key,
-                run_hints: &options.hints,
-                state: &mut run_state,
-                progress: &move |e| progress(e),
-                normalize_table: &normalize_table,
-                resource_tables: &resource_tables,
-                capabilities: self.destination.capabilities(),
-            },
-        );
+        let resources = std::mem::take(&mut source.resources);
+        // Items may nest as deep as `json::MAX_DEPTH`: the stage has room for that on any thread.
+        let extracted = crate::json::with_deep_stack(|| {
+            extract(
+                &package,
+                resources,
+                ExtractContext {
+                    pipeline: &self.name,
+                    source: &source.name,
+                    root_key: source.root_key,
+                    run_hints: &options.hints,
+                    state: &mut run_state,
+                    progress: &move |e| progress(e),
+                    normalize_table: &normalize_table,
+                    resource_tables: &resource_tables,
+                    capabilities: self.destination.capabilities(),
+                },
+            )
+        });
         let extracted = match extracted {
             Ok(extracted) => extracted,
             Err(e) => {
@@ -565,6 +569,37 @@ impl Pipeline {
         Source::new(self.name.clone(), resources)
     }
 
+    /// Deletes the load packages not loaded yet (a damaged one refuses every run until then),
+    /// with the local state and schema, which the next run restores from the destination: so
+    /// the rows of the dropped packages are extracted again from the last committed state, and
+    /// a package the destination committed before a crash is not extracted twice. Packages of
+    /// runs still going on are left alone. Returns the load ids dropped.
+    pub fn drop_pending_packages(&self) -> Result<Vec<String>> {
+        disk::create_dir_all(&self.working_dir)?;
+        let _lock = self.lock()?;
+        let mut dropped = Vec::new();
+        for package in PackageStore::new(&self.working_dir).recover()? {
+            dropped.push(package.load_id.clone());
+            package.drop_unloaded()?;
+        }
+        if !dropped.is_empty() {
+            self.forget_local_state()?;
+        }
+        Ok(dropped)
+    }
+
+    /// Removes the local state and schema: the next run restores them from the destination.
+    fn forget_local_state(&self) -> Result<()> {
+        for path in [self.state_path(), self.schema_path()] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("removing", &path, e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Takes the pipeline lock, refusing when another state-writing run holds it.
     fn lock(&self) -> Result<crate::lock::LockFile> {
         let path = self.working_dir.join("pipeline.lock");
@@ -613,14 +648,7 @@ impl Pipeline {
     fn discard_stale_package(&self, package: &mut Package) -> Result<()> {
         let kept = package.set_aside()?;
         tracing::warn!(load_id = %package.load_id, kept = %kept.display(), "package extracted from an outdated state was set aside");
-        for path in [self.state_path(), self.schema_path()] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("removing", &path, e)),
-            }
-        }
-        Ok(())
+        self.forget_local_state()
     }
 
     fn restore_schema_only(&self) -> Result<()> {
@@ -635,17 +663,24 @@ impl Pipeline {
     /// Normalizes (if needed) and loads a package, then advances the local state.
     fn finish_package(&self, package: &mut Package, info: &mut LoadInfo) -> Result<()> {
         if package.stage == Stage::Extracted {
-            if let Err(e) = self.normalize_package(package) {
-                // Data that cannot be normalized never will be: set the package aside (the
-                // state did not advance, so its items are extracted again once fixed).
-                let kept = package.set_aside()?;
-                tracing::warn!(load_id = %package.load_id, kept = %kept.display(), "package could not be normalized and was set aside");
+            if let Err(e) = crate::json::with_deep_stack(|| self.normalize_package(package)) {
+                if e.is_in_the_data() {
+                    // Data that cannot be normalized never will be: set the package aside (the
+                    // state did not advance, so its items are extracted again once fixed).
+                    let kept = package.set_aside()?;
+                    tracing::warn!(load_id = %package.load_id, kept = %kept.display(), "package could not be normalized and was set aside");
+                } else {
+                    // A full disk, a damaged file: the package stays pending, normalized again
+                    // by the next run (or dropped).
+                    disk::remove_dir_if_exists(&package.dir_in(Stage::Normalizing))?;
+                }
                 return Err(e);
             }
         }
         let manifest = package.manifest()?;
         let files = package.table_files()?;
-        let schema: Schema = disk::read_json(&package.dir().join("schema.json"), "package schema")?;
+        let schema = package.schema()?;
+        package.check_tables(&files)?;
         (self.progress)(ProgressEvent::Stage {
             stage: "load",
             load_id: package.load_id.clone(),
@@ -736,6 +771,7 @@ impl Pipeline {
             load_id: package.load_id.clone(),
         });
         let manifest = package.manifest()?;
+        package.check_items(&manifest)?;
         let mut schema = self
             .local_schema()?
             .unwrap_or_else(|| Schema::new(&self.name));

@@ -132,6 +132,7 @@ golden!(
     text_to_timestamp,
     user_row_ids,
     incremental_lag_min,
+    deep_nesting,
 );
 
 #[test]

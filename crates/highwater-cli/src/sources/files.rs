@@ -250,7 +250,7 @@ fn read_json_document(path: &Path) -> Result<Vec<Item>, Error> {
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(bytes.len());
     if bytes.get(start) != Some(&b'[') {
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidJson {
+        let value: Value = highwater::json::from_slice(&bytes).map_err(|e| Error::InvalidJson {
             location: format!("{}:{}", file, e.line()),
             message: e.to_string(),
         })?;
@@ -273,10 +273,9 @@ fn read_json_document(path: &Path) -> Result<Vec<Item>, Error> {
             None => return Err(invalid(pos, "unterminated array".into())),
             _ => {}
         }
-        let mut stream = serde_json::Deserializer::from_slice(&bytes[pos..]).into_iter::<Value>();
-        let value = match stream.next() {
-            Some(Ok(value)) => value,
-            Some(Err(e)) => return Err(invalid(pos + stream.byte_offset(), e.to_string())),
+        let (value, used) = match highwater::json::next_value::<Value>(&bytes[pos..]) {
+            Some((Ok(value), used)) => (value, used),
+            Some((Err(e), used)) => return Err(invalid(pos + used, e.to_string())),
             None => return Err(invalid(pos, "expected a value".into())),
         };
         items.push(Item::Located {
@@ -284,7 +283,7 @@ fn read_json_document(path: &Path) -> Result<Vec<Item>, Error> {
             file: file.clone(),
             line: line_at(&bytes, pos),
         });
-        pos += stream.byte_offset();
+        pos += used;
         pos += bytes[pos..]
             .iter()
             .take_while(|b| b.is_ascii_whitespace())
@@ -430,7 +429,7 @@ mod tests {
                             continue;
                         }
                         let value =
-                            serde_json::from_slice(text).map_err(|e| Error::InvalidJson {
+                            highwater::json::from_slice(text).map_err(|e| Error::InvalidJson {
                                 location: format!("{file}:{line}"),
                                 message: e.to_string(),
                             })?;

@@ -245,9 +245,11 @@ impl Pages {
                             .map_err(|e| {
                                 self.fail(format!("GET {}: reading the body: {e}", public_url(url)))
                             })?;
-                        let body = serde_json::from_str(&text).map_err(|e| Error::InvalidJson {
-                            location: public_url(url).to_string(),
-                            message: e.to_string(),
+                        let body = highwater::json::from_slice(text.as_bytes()).map_err(|e| {
+                            Error::InvalidJson {
+                                location: public_url(url).to_string(),
+                                message: e.to_string(),
+                            }
                         })?;
                         return Ok((body, link));
                     }

@@ -33,12 +33,20 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 /// How long opening waits for another process to release the file.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// DuckDB's memory limit for loads that only insert, and for loads that merge through staging
-/// (the window and joins of a merge spill less with more). Bounded limits keep a large load
-/// within a few hundred MB: DuckDB writes the rows of a big transaction to the file (or spills)
-/// instead of holding them all.
-const INSERT_MEMORY_LIMIT: &str = "128MB";
-const MERGE_MEMORY_LIMIT: &str = "160MB";
+/// DuckDB's memory limit (MiB) for loads that only insert, and for loads that merge through
+/// staging (the window and joins of a merge spill less with more). Bounded limits keep a large
+/// load within a few hundred MB: DuckDB writes the rows of a big transaction to the file (or
+/// spills) instead of holding them all.
+const INSERT_MEMORY_MIB: u64 = 128;
+const MERGE_MEMORY_MIB: u64 = 160;
+
+/// What DuckDB holds per column of a wide table a load appends to (open segments of the table
+/// and of the transaction's local storage, the Parquet reader's buffers), and the rest of a
+/// load. Measured on text columns: 1 row of 2,500, 5,000 and 10,000 columns needs 188, 358 and
+/// 699 MB; 2,000 rows of 3,000 columns 473 MB (merged); 10,000 rows of 3,000 columns 1 GB,
+/// which the first retry gives.
+const PER_COLUMN_KIB: u64 = 192;
+const WIDE_BASE_MIB: u64 = 64;
 
 /// `[destination] kind = "duckdb"`: a database file and the settings of its loads. Fields left
 /// out take the environment's `HIGHWATER_DUCKDB_MEMORY_LIMIT`, `HIGHWATER_DUCKDB_THREADS` and
@@ -49,7 +57,8 @@ pub struct DuckDbConfig {
     /// The database file (relative to the pipeline file's folder).
     pub path: PathBuf,
     /// DuckDB's `memory_limit` during loads, e.g. `"512MB"`; default 128MB for loads that only
-    /// insert, 160MB for merges through staging.
+    /// insert, 160MB for merges through staging, more for tables of thousands of columns (see
+    /// [`DuckDbConfig::load_memory_mib`]).
     #[serde(default)]
     pub memory_limit: Option<String>,
     /// DuckDB's threads during loads; default one per core, but one on a machine with two cores
@@ -130,11 +139,78 @@ impl DuckDbConfig {
         })
     }
 
+    /// DuckDB's `memory_limit` (MiB) for a load whose widest table has `widest_table` columns,
+    /// unless one is configured: the default of the load's kind (`merges` through staging or
+    /// not), raised for wide tables by [`PER_COLUMN_KIB`] a column, so a table of thousands
+    /// of columns loads instead of failing with DuckDB's out-of-memory error; never above 80 %
+    /// of the machine's memory (DuckDB's own default). A load that still runs out of memory is
+    /// retried with twice the limit, up to that ceiling ([`grown_memory_mib`]).
+    pub fn load_memory_mib(&self, merges: bool, widest_table: usize) -> Option<u64> {
+        if self.memory_limit.is_some() {
+            return None;
+        }
+        let default = if merges {
+            MERGE_MEMORY_MIB
+        } else {
+            INSERT_MEMORY_MIB
+        };
+        Some(sized_memory_mib(
+            default,
+            widest_table,
+            machine_memory_mib(),
+        ))
+    }
+
     fn lock_timeout(&self) -> Duration {
         self.lock_timeout
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(Duration::from_secs_f64)
             .unwrap_or(DEFAULT_LOCK_TIMEOUT)
+    }
+}
+
+/// The default limit `default_mib`, or what `widest_table` columns need when that is more,
+/// at most the ceiling of `machine_mib` and never below the default.
+fn sized_memory_mib(default_mib: u64, widest_table: usize, machine_mib: Option<u64>) -> u64 {
+    let for_width = WIDE_BASE_MIB + (widest_table as u64 * PER_COLUMN_KIB).div_ceil(1024);
+    for_width
+        .min(memory_ceiling_mib(machine_mib))
+        .max(default_mib)
+}
+
+/// The limit after a load ran out of memory at `mib`: twice as much, at most the ceiling;
+/// `None` when the ceiling was reached.
+fn grown_memory_mib(mib: u64, machine_mib: Option<u64>) -> Option<u64> {
+    let ceiling = memory_ceiling_mib(machine_mib);
+    (mib < ceiling).then(|| (mib * 2).min(ceiling))
+}
+
+/// 80 % of the machine's memory, DuckDB's own default limit (32 GiB when unknown).
+fn memory_ceiling_mib(machine_mib: Option<u64>) -> u64 {
+    machine_mib.unwrap_or(40 << 10) / 5 * 4
+}
+
+/// Whether DuckDB failed for lack of memory.
+fn is_out_of_memory(e: &Error) -> bool {
+    matches!(e, Error::Destination { source, .. } if source.to_string().contains("Out of Memory"))
+}
+
+/// The memory this process may use in MiB: the machine's, or its control group's limit when
+/// lower (a container); `None` when neither can be read.
+fn machine_memory_mib() -> Option<u64> {
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+    let cgroup_bytes = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match (total_kib.map(|k| k / 1024), cgroup_bytes.map(|b| b >> 20)) {
+        (Some(total), Some(group)) => Some(total.min(group)),
+        (total, group) => total.or(group),
     }
 }
 
@@ -401,14 +477,13 @@ impl DuckDbDestination {
         }
     }
 
-    /// The load's settings: memory limit by load kind, threads by machine.
-    fn configure(&self, plan: &LoadPlan<'_>) -> Result<()> {
-        let default = if plan.stages() {
-            MERGE_MEMORY_LIMIT
-        } else {
-            INSERT_MEMORY_LIMIT
+    /// The load's settings: memory limit by load kind and table width, threads by machine.
+    fn configure(&self, memory_mib: Option<u64>) -> Result<()> {
+        let limit = match (memory_mib, &self.config.memory_limit) {
+            (Some(mib), _) => format!("{mib}MB"),
+            (None, Some(configured)) => configured.clone(),
+            (None, None) => format!("{INSERT_MEMORY_MIB}MB"),
         };
-        let limit = self.config.memory_limit.as_deref().unwrap_or(default);
         let threads = self.config.threads.unwrap_or_else(|| {
             load_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
         });
@@ -423,10 +498,42 @@ impl DuckDbDestination {
         Ok(())
     }
 
-    /// Loads `job` with `mode` in one transaction, rolled back unless it commits.
-    fn load_with(&mut self, job: &LoadJob<'_>, mode: MergeMode) -> Result<Outcome> {
+    /// Loads `job` with `mode` in one transaction, with the memory limit sized to it and grown
+    /// while DuckDB runs out of memory (unless the limit is configured).
+    fn load_sized(&mut self, job: &LoadJob<'_>, mode: MergeMode) -> Result<Outcome> {
         let plan = LoadPlan::new(job, mode)?;
-        self.configure(&plan)?;
+        let widest = plan.tables.iter().map(|t| t.columns.len()).max();
+        let mut memory = self
+            .config
+            .load_memory_mib(plan.stages(), widest.unwrap_or(0));
+        loop {
+            match self.load_with(job, &plan, memory) {
+                Err(e) if is_out_of_memory(&e) => {
+                    let Some(grown) =
+                        memory.and_then(|m| grown_memory_mib(m, machine_memory_mib()))
+                    else {
+                        return Err(e);
+                    };
+                    tracing::warn!(
+                        destination = %self.describe(),
+                        "DuckDB ran out of memory with memory_limit {}MB; loading again with {grown}MB",
+                        memory.unwrap_or_default()
+                    );
+                    memory = Some(grown);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Carries out `plan` in one transaction, rolled back unless it commits.
+    fn load_with(
+        &mut self,
+        job: &LoadJob<'_>,
+        plan: &LoadPlan<'_>,
+        memory_mib: Option<u64>,
+    ) -> Result<Outcome> {
+        self.configure(memory_mib)?;
         let destination = self.describe();
         let path = self.config.path.clone();
         let tx = self.conn.transaction().map_err(|e| Error::Destination {
@@ -438,7 +545,7 @@ impl DuckDbDestination {
             conn: &tx,
             path: &path,
         };
-        let outcome = sql::load(&mut client, &self.dataset, &destination, &plan, job)?;
+        let outcome = sql::load(&mut client, &self.dataset, &destination, plan, job)?;
         if outcome == Outcome::Loaded {
             crate::crash::point("before-commit");
             tx.commit().map_err(|e| Error::Destination {
@@ -465,8 +572,8 @@ impl Destination for DuckDbDestination {
     }
 
     fn load(&mut self, job: &LoadJob<'_>) -> Result<()> {
-        if self.load_with(job, MergeMode::Direct)? == Outcome::RepeatsPrimaryKey {
-            self.load_with(job, MergeMode::Staged)?;
+        if self.load_sized(job, MergeMode::Direct)? == Outcome::RepeatsPrimaryKey {
+            self.load_sized(job, MergeMode::Staged)?;
         }
         Ok(())
     }
@@ -489,6 +596,31 @@ mod tests {
         assert_eq!(load_threads(1), 1);
         assert_eq!(load_threads(2), 1);
         assert_eq!(load_threads(8), 8);
+    }
+
+    #[test]
+    fn memory_limit_grows_with_the_widest_table_and_on_retries_up_to_most_of_the_machine() {
+        // Ordinary tables keep the default of their load kind.
+        assert_eq!(sized_memory_mib(128, 40, Some(16_000)), 128);
+        assert_eq!(sized_memory_mib(160, 0, None), 160);
+        // Thousands of columns get what they need...
+        let wide = sized_memory_mib(128, 5000, Some(16_000));
+        assert_eq!(wide, WIDE_BASE_MIB + (5000 * PER_COLUMN_KIB).div_ceil(1024));
+        assert!(wide >= 358, "measured need of 5,000 text columns");
+        // ...but at most 80 % of the machine, and never less than the default.
+        assert_eq!(sized_memory_mib(128, 100_000, Some(4_000)), 3_200);
+        assert_eq!(sized_memory_mib(128, 100_000, Some(100)), 128);
+        // A load that ran out of memory gets twice as much, up to the ceiling.
+        assert_eq!(grown_memory_mib(128, Some(4_000)), Some(256));
+        assert_eq!(grown_memory_mib(2_000, Some(4_000)), Some(3_200));
+        assert_eq!(grown_memory_mib(3_200, Some(4_000)), None);
+        // A configured limit is taken as it is: no sizing, no retry.
+        let mut config = DuckDbConfig::new("x.duckdb");
+        assert_eq!(config.load_memory_mib(false, 10), Some(128));
+        assert_eq!(config.load_memory_mib(true, 10), Some(160));
+        config.memory_limit = Some("64MB".into());
+        assert_eq!(config.load_memory_mib(false, 3000), None);
+        assert!(machine_memory_mib().is_some_and(|m| m > 0));
     }
 
     #[test]

@@ -255,6 +255,7 @@ mod tests {
             file: format!("{table}.parquet"),
             columns: vec!["_dlt_id".into()],
             rows: 1,
+            check: None,
         }
     }
 

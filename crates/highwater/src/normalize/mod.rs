@@ -71,6 +71,8 @@ pub struct Normalizer<'a> {
     name_sources: foldhash::HashMap<Arc<str>, (Arc<str>, String)>,
     /// Column names given by more than one key.
     collisions: foldhash::HashSet<Arc<str>>,
+    /// Each of those once: the name and the first two keys that gave it.
+    name_collisions: Vec<(String, String, String)>,
     /// A worker on a copy of the schema: items that would change it are left to the main one.
     frozen: bool,
     /// A parallel worker (frozen or not): the main normalizer already said what it had to say.
@@ -217,6 +219,7 @@ impl<'a> Normalizer<'a> {
             root_prefix: Arc::from(""),
             name_sources: foldhash::HashMap::default(),
             collisions: foldhash::HashSet::default(),
+            name_collisions: Vec::new(),
             frozen: false,
             frozen_copy: false,
             file_prefix: String::new(),
@@ -268,6 +271,12 @@ impl<'a> Normalizer<'a> {
             files.extend(writer.end_segment()?);
         }
         Ok(files)
+    }
+
+    /// Column names that two different keys gave (`userId` and `user_id`), each with the first
+    /// two such keys (nested keys as `parent_column.key`): a row with both keeps the last value.
+    pub fn name_collisions(&self) -> &[(String, String, String)] {
+        &self.name_collisions
     }
 
     /// The normalized name of a root table given by a resource or its `table_name` hint.
@@ -388,6 +397,9 @@ impl<'a> Normalizer<'a> {
         });
         let root_name = settings.name.clone();
         let (mut values, lists) = self.flatten(&root_name, entries, settings.max_nesting as i64);
+        if values.iter().any(|(name, _)| name.is_empty()) {
+            return Err(self.empty_name_error(&root_name, location));
+        }
         let (user_id, id_place) = user_row_id(&values);
         let row_id: Arc<str> = match user_id {
             Some(id) => id,
@@ -403,7 +415,12 @@ impl<'a> Normalizer<'a> {
             },
         }
         .into();
-        values.push((self.system_names.load_id.clone(), RowValue::LoadId));
+        // As dlt assigns the load id into the row: an item's own `_dlt_load_id` is replaced in
+        // its place.
+        match values.iter().position(|(k, _)| &**k == "_dlt_load_id") {
+            Some(place) => values[place].1 = RowValue::LoadId,
+            None => values.push((self.system_names.load_id.clone(), RowValue::LoadId)),
+        }
         set_row_id(&mut values, id_place, &self.system_names.row_id, &row_id);
         // Room for a few child rows, so most items never grow the vector.
         let mut rows = Vec::with_capacity(8);
@@ -422,7 +439,8 @@ impl<'a> Normalizer<'a> {
                 &row_id,
                 root_id,
                 settings.max_nesting as i64 - 1,
-            );
+                location,
+            )?;
         }
         if self.frozen {
             return self.write_frozen(rows, location);
@@ -520,7 +538,13 @@ impl<'a> Normalizer<'a> {
         parent_id: &Arc<str>,
         root_id: Option<&Arc<str>>,
         lvl: i64,
-    ) {
+        location: &str,
+    ) -> Result<()> {
+        if table == parent {
+            // A list under a key that normalizes to nothing (`"__": [...]`): dlt puts its rows
+            // in the parent table itself, and its load fails on their missing load id.
+            return Err(self.empty_name_error(parent, location));
+        }
         let mut id_source = String::with_capacity(64);
         for (idx, element) in list.iter().enumerate() {
             // A list inside a list becomes a row `{"list": inner}` one level deeper, as in dlt.
@@ -530,6 +554,9 @@ impl<'a> Normalizer<'a> {
                 scalar => (Entries::One("value", scalar), lvl),
             };
             let (mut values, lists) = self.flatten(table, entries, row_lvl);
+            if values.iter().any(|(name, _)| name.is_empty()) {
+                return Err(self.empty_name_error(table, location));
+            }
             let names = &self.system_names;
             let (user_id, id_place) = user_row_id(&values);
             // The root key is propagated to every child row, also one with its own `_dlt_id`.
@@ -554,8 +581,35 @@ impl<'a> Normalizer<'a> {
                 values,
             });
             for (child, list) in lists {
-                self.collect_list(rows, table, &child, list, &row_id, root_id, row_lvl - 1);
+                self.collect_list(
+                    rows,
+                    table,
+                    &child,
+                    list,
+                    &row_id,
+                    root_id,
+                    row_lvl - 1,
+                    location,
+                )?;
             }
+        }
+        Ok(())
+    }
+
+    /// The error for a key that normalizes to an empty name (`"__"`), which dlt fails on too
+    /// (a column without a name, or a list whose rows would go into its own table).
+    fn empty_name_error(&self, table: &str, location: &str) -> Error {
+        let root = self.schema.root_of(table);
+        let resource = self
+            .schema
+            .tables
+            .get(root)
+            .and_then(|t| t.resource.clone());
+        Error::Resource {
+            resource: resource.unwrap_or_else(|| root.to_string()),
+            message: format!(
+                "{location}table {table}: a key that normalizes to an empty name (such as \"__\") names no column and no child table; rename the key"
+            ),
         }
     }
 
@@ -698,10 +752,16 @@ impl<'a> Normalizer<'a> {
         } else {
             self.shortened(&[prefix, &norm_key])
         };
-        // Two different keys with one name (`userId`, `user_id`): the row keeps the last value.
+        // Two different keys with one name (`userId`, `user_id`): the row keeps the last value,
+        // as dlt's does, and the user is told.
         match self.name_sources.get(&name) {
-            Some((p, k)) if !(p == prefix && k == key) => {
+            Some((p, k)) if !(self.collisions.contains(&name) || p == prefix && k == key) => {
+                let (first, second) = (dotted_key(p, k), dotted_key(prefix, key));
+                tracing::warn!(
+                    "keys {first:?} and {second:?} both become column {name:?}: a row with both keeps the value of the last, as dlt does"
+                );
                 self.collisions.insert(name.clone());
+                self.name_collisions.push((name.to_string(), first, second));
             }
             Some(_) => {}
             None if self.name_sources.len() < 100_000 => {
@@ -932,8 +992,8 @@ impl<'a> Normalizer<'a> {
 
     fn flush_full(&mut self) -> Result<()> {
         for writer in self.writers.values_mut() {
-            if writer.buffered_rows() >= CHUNK_ROWS {
-                writer.flush()?;
+            if writer.buffered_rows() >= writer.chunk_rows() {
+                writer.flush_chunk()?;
             }
         }
         Ok(())
@@ -1039,6 +1099,15 @@ fn beyond_64_bits(value: &Value, column_type: DataType) -> bool {
             }
             _ => false,
         }
+}
+
+/// A key inside the object at column prefix `prefix` ("" at the top), for messages.
+fn dotted_key(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
 }
 
 /// As a Python dict does when a key is assigned twice: the first position, the last value.

@@ -41,14 +41,9 @@ pub type Entry<'a> = (Cow<'a, str>, Node<'a>);
 const LINEAR_KEY_SCAN: usize = 32;
 
 impl<'a> Node<'a> {
-    /// Parses one JSON document.
+    /// Parses one JSON document, nested up to [`crate::json::MAX_DEPTH`] levels.
     pub fn parse(json: &'a [u8]) -> serde_json::Result<Node<'a>> {
-        // One UTF-8 check for the whole line is cheaper than one per string; invalid text
-        // goes through the byte parser, which reports where it is.
-        match std::str::from_utf8(json) {
-            Ok(text) => serde_json::from_str(text),
-            Err(_) => serde_json::from_slice(json),
-        }
+        crate::json::from_slice(json)
     }
 
     /// A tree over `value` that borrows its strings.

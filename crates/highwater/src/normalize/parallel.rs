@@ -186,24 +186,26 @@ pub(crate) fn normalize_in_parallel(
                 let (load_id, dir, segments, names) =
                     (load_id.clone(), dir.clone(), &segments, names.as_str());
                 scope.spawn(move || -> Result<Vec<SegmentResult>> {
-                    let mut worker =
-                        Normalizer::frozen_worker(&mut schema, naming, &load_id, &dir, "w");
-                    let root = worker.prepare_root_frozen(root, spec)?;
-                    let mut done = Vec::new();
-                    let mut next = Some(first);
-                    while let Some(index) = next {
-                        done.push(normalize_segment(
-                            &mut worker,
-                            &root,
-                            path,
-                            sources,
-                            segments,
-                            index,
-                            names,
-                        )?);
-                        next = take_tail(segments, path, min_split)?;
-                    }
-                    Ok(done)
+                    crate::json::with_deep_stack(|| {
+                        let mut worker =
+                            Normalizer::frozen_worker(&mut schema, naming, &load_id, &dir, "w");
+                        let root = worker.prepare_root_frozen(root, spec)?;
+                        let mut done = Vec::new();
+                        let mut next = Some(first);
+                        while let Some(index) = next {
+                            done.push(normalize_segment(
+                                &mut worker,
+                                &root,
+                                path,
+                                sources,
+                                segments,
+                                index,
+                                names,
+                            )?);
+                            next = take_tail(segments, path, min_split)?;
+                        }
+                        Ok(done)
+                    })
                 })
             })
             .collect();

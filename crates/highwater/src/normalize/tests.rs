@@ -376,3 +376,5 @@ fn parallel_normalize_with_steals_and_stops_gives_the_single_pass_result() {
         );
     }
 }
+
+mod proptests;

@@ -17,7 +17,11 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::coerce::{Cell, DECIMAL_SCALE};
 use super::CHUNK_ROWS;
+
+/// The most values a chunk holds: [`CHUNK_ROWS`] rows of 80 columns.
+const MAX_CHUNK_CELLS: usize = CHUNK_ROWS * 80;
 use crate::error::{Error, Result};
+use crate::integrity::CheckedWriter;
 use crate::package::TableFile;
 use crate::schema::DataType;
 
@@ -129,7 +133,7 @@ impl Builder {
 }
 
 struct OpenFile {
-    writer: ArrowWriter<File>,
+    writer: ArrowWriter<CheckedWriter<File>>,
     file: TableFile,
     arrow_schema: Arc<ArrowSchema>,
 }
@@ -177,6 +181,25 @@ impl TableWriter {
     /// Rows buffered and not yet flushed.
     pub fn buffered_rows(&self) -> usize {
         self.rows
+    }
+
+    /// Rows a chunk of this table holds: [`CHUNK_ROWS`], fewer for a table so wide that a
+    /// chunk would hold more than [`MAX_CHUNK_CELLS`] values. What buffers a chunk (these
+    /// builders, the Parquet writer, DuckDB's reader of the row group) then stays bounded
+    /// whatever the width.
+    pub fn chunk_rows(&self) -> usize {
+        (MAX_CHUNK_CELLS / self.names.len().max(1)).clamp(1, CHUNK_ROWS)
+    }
+
+    /// Writes a full chunk as a row group of its own.
+    pub fn flush_chunk(&mut self) -> Result<()> {
+        self.flush()?;
+        if let Some(open) = &mut self.open {
+            open.writer
+                .flush()
+                .map_err(|e| columnar_error(&self.dir.join(&open.file.file), e))?;
+        }
+        Ok(())
     }
 
     /// Index, type and whether the type was declared, of a column this writer has.
@@ -322,7 +345,9 @@ impl TableWriter {
     fn open_file(&mut self, arrow_schema: Arc<ArrowSchema>, columns: Vec<String>) -> Result<()> {
         let name = format!(
             "{}.{}{}.parquet",
-            self.table, self.file_prefix, self.next_file
+            file_stem(&self.table),
+            self.file_prefix,
+            self.next_file
         );
         self.next_file += 1;
         let path = self.dir.join(&name);
@@ -336,8 +361,9 @@ impl TableWriter {
             // One row group per chunk, so DuckDB reads a file with all its threads.
             .set_max_row_group_row_count(Some(CHUNK_ROWS))
             .build();
-        let writer = ArrowWriter::try_new(file, arrow_schema.clone(), Some(props))
-            .map_err(|e| columnar_error(&path, e))?;
+        let writer =
+            ArrowWriter::try_new(CheckedWriter::new(file), arrow_schema.clone(), Some(props))
+                .map_err(|e| columnar_error(&path, e))?;
         self.open = Some(OpenFile {
             writer,
             file: TableFile {
@@ -345,6 +371,7 @@ impl TableWriter {
                 file: name,
                 columns,
                 rows: 0,
+                check: None,
             },
             arrow_schema,
         });
@@ -352,14 +379,16 @@ impl TableWriter {
     }
 
     fn close_file(&mut self) -> Result<()> {
-        if let Some(open) = self.open.take() {
+        if let Some(mut open) = self.open.take() {
             let path = self.dir.join(&open.file.file);
-            let file = open
+            let (file, check) = open
                 .writer
                 .into_inner()
-                .map_err(|e| columnar_error(&path, e))?;
+                .map_err(|e| columnar_error(&path, e))?
+                .into_parts();
             file.sync_all()
                 .map_err(|e| Error::io("syncing", &path, e))?;
+            open.file.check = Some(check);
             self.files.push(open.file);
         }
         Ok(())
@@ -383,6 +412,20 @@ impl TableWriter {
         self.close_file()?;
         Ok(self.files)
     }
+}
+
+/// Table names longer than this are shortened in file names: a file name has at most 255 bytes,
+/// and a table of lists nested a few dozen levels deep has a longer name (dlt fails on those).
+const MAX_FILE_STEM: usize = 120;
+
+/// The start of a file's name for `table`: the name itself, or when too long, its head and a
+/// hash of the whole name (names are ASCII, as the naming convention makes them).
+fn file_stem(table: &str) -> std::borrow::Cow<'_, str> {
+    if table.len() <= MAX_FILE_STEM || !table.is_ascii() {
+        return table.into();
+    }
+    let tag = crate::hash::shake128_b64(table.as_bytes(), 12).replace(['/', '+'], "_");
+    format!("{}~{tag}", &table[..MAX_FILE_STEM - 20]).into()
 }
 
 fn columnar_error(path: &Path, e: impl std::fmt::Display) -> Error {

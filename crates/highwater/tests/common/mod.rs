@@ -105,7 +105,7 @@ pub fn canonical_from_text(text: Option<String>, ty: &str) -> Value {
             .map(Value::from)
             .unwrap_or(Value::String(text)),
         "BOOLEAN" => Value::Bool(text == "true"),
-        "JSON" => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        "JSON" => highwater::json::from_slice(text.as_bytes()).unwrap_or(Value::String(text)),
         t if t.starts_with("TIMESTAMP") => Value::from(timestamp_micros(&text)),
         "BLOB" => Value::String(blob_base64(&text)),
         t if t.starts_with("DECIMAL") => text

@@ -372,7 +372,7 @@ fn decode(ty: &Type, raw: &[u8]) -> Result<Value, String> {
 }
 
 fn parse_json(raw: &[u8]) -> Result<Value, String> {
-    serde_json::from_slice(raw).map_err(|e| format!("invalid JSON: {e}"))
+    highwater::json::from_slice(raw).map_err(|e| format!("invalid JSON: {e}"))
 }
 
 fn format_timestamp(pg_micros: i64, offset: &str) -> Result<String, String> {
