@@ -79,6 +79,10 @@ pub struct Normalizer<'a> {
     frozen_copy: bool,
     /// Prefix of this normalizer's file names, so parallel workers never share a file.
     file_prefix: String,
+    /// Child table names given by more than one list.
+    shared_tables: foldhash::HashSet<Arc<str>>,
+    /// The (table, list column) that first gave each child table name, to notice a second.
+    child_sources: foldhash::HashMap<Arc<str>, (Arc<str>, Arc<str>)>,
     /// Child table names by (table, list column).
     child_names: foldhash::HashMap<Arc<str>, foldhash::HashMap<Arc<str>, Arc<str>>>,
     /// The unshortened paths (fragments joined by `__`) of the column and table names that were
@@ -224,6 +228,8 @@ impl<'a> Normalizer<'a> {
             frozen_copy: false,
             file_prefix: String::new(),
             child_names: foldhash::HashMap::default(),
+            child_sources: foldhash::HashMap::default(),
+            shared_tables: foldhash::HashSet::default(),
             full_paths: foldhash::HashMap::default(),
             system_names: SystemNames::default(),
             widest_row: 0,
@@ -274,7 +280,8 @@ impl<'a> Normalizer<'a> {
     }
 
     /// Column names that two different keys gave (`userId` and `user_id`), each with the first
-    /// two such keys (nested keys as `parent_column.key`): a row with both keeps the last value.
+    /// two such keys (nested keys as `parent_column.key`): a row with both keeps the last value;
+    /// and child table names that two different lists gave (as `parent_table.column`).
     pub fn name_collisions(&self) -> &[(String, String, String)] {
         &self.name_collisions
     }
@@ -721,11 +728,42 @@ impl<'a> Normalizer<'a> {
             return name.clone();
         }
         let name = self.shortened(&[table, column]);
+        self.note_child_table(&name, table, column);
         let per_table = self.child_names.entry(table.clone()).or_default();
         if per_table.len() < 10_000 {
             per_table.insert(column.clone(), name.clone());
         }
         name
+    }
+
+    /// Reports a child table name that two different lists give (`@: [[…]]` and `a: {list:
+    /// […]}` both make `<root>__a__list`): its rows then have parents in two tables, as in dlt.
+    fn note_child_table(&mut self, name: &Arc<str>, table: &Arc<str>, column: &Arc<str>) {
+        let schema_parent = self
+            .schema
+            .tables
+            .get(&**name)
+            .and_then(|t| t.parent.as_deref())
+            .filter(|p| *p != &**table);
+        let first = match self.child_sources.get(name) {
+            Some((t, c)) if !(t == table && c == column) => dotted_key(t, c),
+            Some(_) => return,
+            None => match schema_parent {
+                Some(parent) => format!("a list of {parent}"),
+                None => {
+                    self.child_sources
+                        .insert(name.clone(), (table.clone(), column.clone()));
+                    return;
+                }
+            },
+        };
+        if self.shared_tables.insert(name.clone()) {
+            let second = dotted_key(table, column);
+            tracing::warn!(
+                "lists {first:?} and {second:?} both become table {name:?}: its rows have parents in two tables, as in dlt"
+            );
+            self.name_collisions.push((name.to_string(), first, second));
+        }
     }
 
     /// The full column name of `key` inside the object at `prefix` ("" at the top).
