@@ -144,7 +144,7 @@ fn every_scenario_has_a_test() {
     names.sort();
     assert_eq!(
         names.len(),
-        22,
+        23,
         "a new scenario needs a line in golden!(...): {names:?}"
     );
 }

@@ -307,7 +307,7 @@ fn a_key_with_no_name_is_refused_where_dlt_fails_on_it() {
     ] {
         let err = normalize(
             &Schema::new("p"),
-            &[item.clone()],
+            std::slice::from_ref(&item),
             WriteDisposition::Append,
             None,
         )
