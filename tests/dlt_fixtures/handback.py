@@ -73,7 +73,7 @@ def hand_back(name, binary):
         expected = json.load(f)
     run1, run2 = scenario["runs"]
     problems = []
-    with tempfile.TemporaryDirectory(prefix="dltfx_handback_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dltfx_handback_") as tmp, t.dlt_settings(scenario):
         db_path = os.path.join(tmp, "db.duckdb")
 
         def pipeline(pipelines_dir):
@@ -125,8 +125,8 @@ def hand_back(name, binary):
             p = pipeline(own_dir)
             p.run(t.make_run(scenario, new_run, folder))
             loaded = data_rows(p.last_trace.last_normalize_info)
-            root = run2["resource"]
-            if loaded.get(root) != 1:
+            root = min(loaded, key=len) if loaded else None  # nested tables' names extend it
+            if root is None or loaded[root] != 1:
                 problems.append("a new item: dlt loaded %s" % loaded)
     return problems
 

@@ -16,6 +16,8 @@ Scenario options besides generate.py's run keys:
                                         source yields them: dlt's state then holds typed values.
   "resource_state": {...}  (in a run)   state the resource keeps itself while its items pass (and a
                                         source-level "token"); "datetime:<iso>" strings are datetimes.
+  "break_paths": false                  the dataset's schema keeps `__` in nested keys, as one first
+                                        written by a dlt before 1.4 (use_break_path_on_normalize).
   "legacy_hashes": true                 after run 1 the stored state's unique_hashes are rewritten
                                         in the format of dlt before 1.29 (20 characters), as a
                                         state written by an older dlt holds them.
@@ -49,6 +51,26 @@ from dlt.extract.utils import digest_dedup_value  # noqa: E402
 from dlt.pipeline.state_sync import generate_pipeline_state_version_hash  # noqa: E402
 
 TAKEOVER = os.path.join(HERE, "takeover")
+
+
+class dlt_settings:
+    """The dlt configuration a scenario asks for, while its runs go."""
+
+    def __init__(self, scenario):
+        self.env = {}
+        if scenario.get("break_paths") is False:
+            self.env["SCHEMA__USE_BREAK_PATH_ON_NORMALIZE"] = "false"
+
+    def __enter__(self):
+        self.saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def typed_items(items, scenario, cursor):
@@ -224,7 +246,7 @@ def run_takeover(folder, destination):
         scenario = json.load(f)
     scenario["name"] = os.path.basename(folder)
     dataset = scenario["dataset"]
-    with tempfile.TemporaryDirectory(prefix="dltfx_takeover_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dltfx_takeover_") as tmp, dlt_settings(scenario):
         cwd = os.getcwd()
         os.chdir(tmp)
         try:

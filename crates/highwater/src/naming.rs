@@ -15,6 +15,10 @@ pub const PATH_SEPARATOR: &str = "__";
 pub struct Naming {
     /// Longest identifier the destination accepts; `None` means unlimited.
     pub max_length: Option<usize>,
+    /// Whether dict keys and table names break into paths at `__` (dlt 1.4 and later). A
+    /// dataset first written by an older dlt keeps `use_break_path_on_normalize: false` in its
+    /// schema: there `a__b` is one identifier, `a_b`.
+    pub break_paths: bool,
 }
 
 impl Default for Naming {
@@ -22,6 +26,7 @@ impl Default for Naming {
     fn default() -> Self {
         Naming {
             max_length: Some(65536),
+            break_paths: true,
         }
     }
 }
@@ -31,6 +36,25 @@ impl Naming {
     pub fn with_max_length(max_length: usize) -> Self {
         Naming {
             max_length: Some(max_length),
+            break_paths: true,
+        }
+    }
+
+    /// The same convention, breaking keys into paths or not (see [`Naming::break_paths`]).
+    pub fn with_break_paths(self, break_paths: bool) -> Self {
+        Naming {
+            break_paths,
+            ..self
+        }
+    }
+
+    /// Normalizes a dict key or a table name as dlt's relational normalizer does: as a path,
+    /// or as one identifier where the schema says keys do not break into paths.
+    pub fn normalize_key(&self, key: &str) -> String {
+        if self.break_paths {
+            self.normalize_path(key)
+        } else {
+            self.normalize_identifier(key)
         }
     }
 
@@ -298,7 +322,10 @@ mod proptests {
             // Any real limit (PostgreSQL's is 63): room for the 6-character tag and a little.
             max in prop::option::of(10usize..80),
         ) {
-            let naming = Naming { max_length: max };
+            let naming = Naming {
+                max_length: max,
+                ..Naming::default()
+            };
             let ident = naming.normalize_identifier(&raw);
             prop_assert_eq!(naming.normalize_identifier(&ident), ident.clone(), "identifier {:?}", raw);
             let path = naming.normalize_path(&raw);

@@ -223,6 +223,13 @@ impl Pipeline {
         self.working_dir.join("schema.json")
     }
 
+    /// The naming convention for tables of `schema`: a dataset first written by a dlt before
+    /// 1.4 keeps `__` in nested keys (see [`Naming::break_paths`]).
+    fn naming_for(&self, schema: Option<&Schema>) -> Naming {
+        self.naming
+            .with_break_paths(schema.is_none_or(Schema::breaks_paths))
+    }
+
     /// Opens the destination.
     pub fn open_destination(&self) -> Result<Box<dyn Destination>> {
         self.destination.open(&self.dataset)
@@ -372,10 +379,10 @@ impl Pipeline {
             stage: "extract",
             load_id: package.load_id.clone(),
         });
-        let naming = self.naming;
-        let normalize_table = move |raw: &str| naming.normalize_path(raw);
-        let resource_tables = self
-            .local_schema()?
+        let local_schema = self.local_schema()?;
+        let naming = self.naming_for(local_schema.as_ref());
+        let normalize_table = move |raw: &str| naming.normalize_key(raw);
+        let resource_tables = local_schema
             .map(|schema| schema.root_tables_by_resource())
             .unwrap_or_default();
         let progress = self.progress.clone();
@@ -777,9 +784,10 @@ impl Pipeline {
             .unwrap_or_else(|| Schema::new(&self.name));
         let out = package.begin_normalize()?;
         let tables_dir = out.join("tables");
+        let naming = self.naming_for(Some(&schema));
         let files: Vec<TableFile> = {
             let mut normalizer =
-                Normalizer::new(&mut schema, self.naming, &package.load_id, &tables_dir);
+                Normalizer::new(&mut schema, naming, &package.load_id, &tables_dir);
             let mut files = Vec::new();
             let mut rows_seen = 0u64;
             let total: u64 = manifest.tables.iter().map(|t| t.items).sum();

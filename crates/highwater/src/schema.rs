@@ -390,6 +390,15 @@ impl Schema {
         true
     }
 
+    /// Whether nested keys break into paths at `__` (dlt's `use_break_path_on_normalize`, off
+    /// in schemas first written by a dlt before 1.4).
+    pub fn breaks_paths(&self) -> bool {
+        self.dlt
+            .get("normalizers")
+            .and_then(|n| n.get("use_break_path_on_normalize"))
+            != Some(&Value::Bool(false))
+    }
+
     /// The root table of `table` (itself for a root table).
     pub fn root_of<'a>(&'a self, table: &'a str) -> &'a str {
         let mut name = table;

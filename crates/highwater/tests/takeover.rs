@@ -341,7 +341,8 @@ takeover!(
     nested_cursor,
     mixed_offsets,
     date_cursor,
-    float_cursor;
+    float_cursor,
+    old_naming;
     lake: merge_children,
     compound_key,
     append_boundary,
@@ -350,6 +351,7 @@ takeover!(
     mixed_offsets,
     date_cursor,
     float_cursor,
+    old_naming,
 );
 
 #[test]
@@ -362,7 +364,7 @@ fn every_takeover_scenario_has_a_test() {
         .collect();
     assert_eq!(
         names.len(),
-        9,
+        10,
         "a new scenario needs a line in takeover!(...): {names:?}"
     );
 }

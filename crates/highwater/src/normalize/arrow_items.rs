@@ -68,7 +68,8 @@ impl Normalizer<'_> {
         let mut fields = Vec::new();
         let mut arrays: Vec<ArrayRef> = Vec::new();
         for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
-            let name = self.normalize_key(field.name());
+            // As dlt: Arrow column names are normalized as paths whatever the schema says.
+            let name = self.normalize_path_key(field.name());
             let table = self
                 .schema
                 .tables

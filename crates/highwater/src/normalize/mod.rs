@@ -288,7 +288,7 @@ impl<'a> Normalizer<'a> {
 
     /// The normalized name of a root table given by a resource or its `table_name` hint.
     pub fn table_name(&self, raw: &str) -> String {
-        self.naming.normalize_path(raw)
+        self.naming.normalize_key(raw)
     }
 
     /// Registers a root table and its hints before its items are normalized.
@@ -837,6 +837,15 @@ impl<'a> Normalizer<'a> {
     }
 
     fn normalize_key(&self, key: &str) -> String {
+        if key.trim().is_empty() {
+            EMPTY_KEY.to_string()
+        } else {
+            self.naming.normalize_key(key)
+        }
+    }
+
+    /// [`Self::normalize_key`], always breaking the key into a path.
+    fn normalize_path_key(&self, key: &str) -> String {
         if key.trim().is_empty() {
             EMPTY_KEY.to_string()
         } else {

@@ -183,8 +183,9 @@ fn migrate(doc: &mut Map<String, Value>, engine: i64) {
     doc.insert("engine_version".into(), json!(super::SCHEMA_ENGINE_VERSION));
 }
 
-/// highwater names as dlt's default naming convention does (`snake_case`, nested keys broken into
-/// paths); a schema named by another convention would get other names, so it is refused.
+/// highwater names as dlt's default naming convention does (`snake_case`, with or without nested
+/// keys broken into paths); a schema named by another convention would get other names, so it
+/// is refused.
 fn check_normalizers(name: &str, doc: &Map<String, Value>) -> Result<()> {
     let Some(normalizers) = doc.get("normalizers") else {
         return Ok(());
@@ -199,11 +200,6 @@ fn check_normalizers(name: &str, doc: &Map<String, Value>) -> Result<()> {
     ) {
         return Err(Error::Config(format!(
             "schema {name} in _dlt_version names tables and columns with the naming convention {naming:?}; highwater names them only as dlt's default snake_case does, so it cannot take this dataset over"
-        )));
-    }
-    if normalizers.get("use_break_path_on_normalize") == Some(&json!(false)) {
-        return Err(Error::Config(format!(
-            "schema {name} in _dlt_version was first written by a dlt older than 1.4 (schema engine 10), whose names keep a \"__\" in a nested key as \"_\" (normalizers.use_break_path_on_normalize = false); highwater breaks such keys into paths as dlt 1.4 and later do, so it cannot take this dataset over"
         )));
     }
     Ok(())
@@ -769,8 +765,9 @@ mod tests {
         // A schema dlt brought up from engine 10 keeps nested keys' `__` unbroken.
         let mut doc = stored();
         doc["engine_version"] = json!(10);
-        let err = from_stored(&doc.to_string()).unwrap_err().to_string();
-        assert!(err.contains("use_break_path_on_normalize"), "{err}");
+        let schema = from_stored(&doc.to_string()).unwrap();
+        assert!(!schema.breaks_paths());
+        assert!(from_stored(&stored().to_string()).unwrap().breaks_paths());
     }
 
     #[test]
