@@ -68,6 +68,11 @@ def make_resource(run, items, schema_name):
     wd = run.get("write_disposition") or "append"
     if run.get("merge_strategy"):
         kwargs["write_disposition"] = {"disposition": wd, "strategy": run["merge_strategy"]}
+        # scd2 options, with dlt's names
+        for key in ("validity_column_names", "active_record_timestamp", "boundary_timestamp",
+                    "row_version_column_name"):
+            if key in run:
+                kwargs["write_disposition"][key] = run[key]
     else:
         kwargs["write_disposition"] = wd
     if run.get("primary_key"):

@@ -43,6 +43,10 @@ pub struct PipelineSection {
     /// older ones at any time.
     #[serde(default)]
     pub keep_loaded_packages: Option<usize>,
+    /// How `replace` resources swap their rows: `truncate-and-insert` (default) |
+    /// `insert-from-staging` | `staging-optimized`.
+    #[serde(default)]
+    pub replace_strategy: Option<Spanned<String>>,
 }
 
 /// A key given as one string or a list of strings (`primary_key`, `merge_key`).
@@ -89,6 +93,21 @@ pub struct ResourceConfig {
     /// Nesting levels that become child tables or flattened columns.
     #[serde(default)]
     pub max_table_nesting: Option<usize>,
+    /// replace: this resource's replace strategy, instead of the pipeline's.
+    #[serde(default)]
+    pub replace_strategy: Option<Spanned<String>>,
+    /// scd2: the two validity columns (default `["_dlt_valid_from", "_dlt_valid_to"]`).
+    #[serde(default)]
+    pub validity_column_names: Option<Spanned<Vec<String>>>,
+    /// scd2: the end of validity of active versions instead of NULL, e.g. `"9999-12-31"`.
+    #[serde(default)]
+    pub active_record_timestamp: Option<Spanned<String>>,
+    /// scd2: the time versions are closed and opened at, instead of the load's creation time.
+    #[serde(default)]
+    pub boundary_timestamp: Option<Spanned<String>>,
+    /// scd2: a column of the data that tells versions apart, instead of the row hash.
+    #[serde(default)]
+    pub row_version_column_name: Option<Spanned<String>>,
     /// `[resources.source]`.
     pub source: SourceConfig,
     /// `[resources.incremental]`.

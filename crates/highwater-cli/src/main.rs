@@ -317,6 +317,9 @@ fn pipeline_from(config: &LoadedConfig) -> Result<Pipeline> {
     if let Some(keep) = section.keep_loaded_packages {
         builder = builder.keep_loaded_packages(keep);
     }
+    if let Some(strategy) = &section.replace_strategy {
+        builder = builder.replace_strategy(sources::replace_strategy(config, strategy)?);
+    }
     let pipeline = builder.build()?;
     let _ = RUNNING.set((pipeline.name().to_string(), pipeline.dataset().to_string()));
     Ok(pipeline)

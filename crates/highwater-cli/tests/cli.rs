@@ -838,3 +838,82 @@ fn incremental_golden_scenarios_through_json_lines_files() {
         }
     }
 }
+
+/// The scd2 and replace keys of a pipeline file reach the load; misplaced or malformed ones are
+/// errors naming the key and its line, before anything is loaded.
+#[test]
+fn scd2_and_replace_keys_from_the_pipeline_file() {
+    let file = |resource_keys: &str| {
+        format!(
+            r#"[pipeline]
+name = "history"
+destination = "duckdb:out.duckdb"
+dataset = "raw"
+working_dir = "work"
+replace_strategy = "insert-from-staging"
+
+[[resources]]
+name = "customers"
+{resource_keys}
+
+[resources.source]
+kind = "jsonl"
+path = "data/*.jsonl"
+"#
+        )
+    };
+    let p = Project::new(&file(
+        r#"write_disposition = "merge"
+merge_strategy = "scd2"
+validity_column_names = ["valid_from", "valid_to"]
+active_record_timestamp = "9999-12-31"
+boundary_timestamp = "2024-01-01T00:00:00Z""#,
+    ));
+    p.write_data("a.jsonl", &[r#"{"id": 1, "name": "a"}"#.to_string()]);
+    let out = p.run_crashing(&["--progress", "none"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        p.query_i64("SELECT count(*) FROM raw.customers WHERE valid_from = TIMESTAMPTZ '2024-01-01 00:00:00+00' AND valid_to = TIMESTAMPTZ '9999-12-31 00:00:00+00'"),
+        1
+    );
+
+    for (keys, line, named) in [
+        (
+            "write_disposition = \"merge\"\nactive_record_timestamp = \"9999-12-31\"",
+            11,
+            "active_record_timestamp is an option of merge_strategy = \"scd2\"",
+        ),
+        (
+            "write_disposition = \"merge\"\nmerge_strategy = \"scd2\"\nvalidity_column_names = [\"from\"]",
+            12,
+            "validity_column_names needs two names",
+        ),
+        (
+            "write_disposition = \"replace\"\nreplace_strategy = \"swap\"",
+            11,
+            "replace_strategy = \"swap\" is not one of",
+        ),
+    ] {
+        let p = Project::new(&file(keys));
+        p.write_data("a.jsonl", &[r#"{"id": 1}"#.to_string()]);
+        let out = p.run_crashing(&["--progress", "none"], None);
+        assert_eq!(out.status.code(), Some(1), "{keys}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("pipeline.toml:{line}:")) && err.contains(named),
+            "{keys}: {err}"
+        );
+        assert!(!p.path("out.duckdb").exists(), "{keys}");
+    }
+
+    // A bad timestamp names the resource and the option.
+    let p = Project::new(&file(
+        "write_disposition = \"merge\"\nmerge_strategy = \"scd2\"\nboundary_timestamp = \"soon\"",
+    ));
+    p.write_data("a.jsonl", &[r#"{"id": 1}"#.to_string()]);
+    let err = stderr(&p.run_crashing(&["--progress", "none"], None));
+    assert!(
+        err.contains("resource customers") && err.contains("boundary_timestamp \"soon\""),
+        "{err}"
+    );
+}

@@ -246,3 +246,186 @@ fn sigkills_at_random_moments_lose_and_duplicate_nothing(kind: Kind) {
     assert_eq!(p.loads_committed_twice(), 0, "{kind:?}");
     assert_eq!(p.loads_of_another_run(), serde_json::json!([]), "{kind:?}");
 }
+
+/// A pipeline of snapshots (`data/*.jsonl`, each file read once) into `destination`, with the
+/// disposition keys `keys` (and `pipeline_keys` in `[pipeline]`).
+fn snapshots_pipeline(destination: &str, pipeline_keys: &str, keys: &str) -> String {
+    format!(
+        r#"[pipeline]
+name = "snapshots"
+destination = "{destination}"
+dataset = "raw"
+working_dir = "work"
+{pipeline_keys}
+
+[[resources]]
+name = "customers"
+{keys}
+
+[resources.source]
+kind = "jsonl"
+path = "data/*.jsonl"
+skip_loaded_files = true
+"#
+    )
+}
+
+/// A snapshot of customers `ids`, each with tags; `tag` changes their content.
+fn customers(ids: std::ops::RangeInclusive<i64>, tag: &str) -> Vec<String> {
+    ids.map(|i| {
+        format!(
+            r#"{{"id": {i}, "name": "c{i}", "tags": ["{tag}", "t{}"]}}"#,
+            i % 7
+        )
+    })
+    .collect()
+}
+
+/// The customers, their versions' validity (as ranks of the times: two runs load at different
+/// times) and their tags, sorted; tags without a customer are counted.
+fn snapshot_content(d: &TestDestination, history: bool) -> Vec<String> {
+    let validity = if history {
+        "CAST(c._dlt_valid_from AS VARCHAR), CAST(c._dlt_valid_to AS VARCHAR)"
+    } else {
+        "'', ''"
+    };
+    let rows = d.rows(&format!(
+        "SELECT CAST(c.id AS VARCHAR), c.name, {validity}, (SELECT string_agg(t.value, ',' ORDER BY t._dlt_list_idx) FROM raw.customers__tags AS t WHERE t._dlt_parent_id = c._dlt_id) FROM raw.customers AS c"
+    ));
+    let mut times: Vec<i64> = rows
+        .iter()
+        .flat_map(|r| [&r[2], &r[3]])
+        .filter_map(|v| {
+            v.as_str()
+                .filter(|s| !s.is_empty())
+                .map(common::timestamp_micros)
+        })
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    let rank = |v: &serde_json::Value| match v.as_str() {
+        Some("") => String::new(),
+        Some(s) => {
+            let t = common::timestamp_micros(s);
+            format!(
+                "#{}",
+                times.iter().position(|x| *x == t).unwrap_or(usize::MAX)
+            )
+        }
+        None => "open".into(),
+    };
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{}|{}|{}|{}|{}",
+                r[0].as_str().unwrap_or(""),
+                r[1].as_str().unwrap_or(""),
+                rank(&r[2]),
+                rank(&r[3]),
+                r[4].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    out.sort();
+    let orphans = d.count(
+        "SELECT count(*) FROM raw.customers__tags AS t WHERE NOT EXISTS (SELECT 1 FROM raw.customers AS c WHERE c._dlt_id = t._dlt_parent_id)",
+    );
+    out.push(format!("orphan tags|{orphans}"));
+    out
+}
+
+/// scd2 and each replace strategy, killed inside the load (at its own point, where rows are
+/// retired or tables emptied, and just before and after the commit): the tables are as before
+/// the run until the commit, and the next run ends them as an uninterrupted run does, each load
+/// committed once.
+fn scd2_and_replaces_killed_mid_load_leave_the_tables_before_or_after(kind: Kind) {
+    let variants = [
+        (
+            "",
+            "write_disposition = \"merge\"\nmerge_strategy = \"scd2\"",
+            "scd2-retired",
+            true,
+        ),
+        (
+            "",
+            "write_disposition = \"replace\"",
+            "replace-emptied",
+            false,
+        ),
+        (
+            "replace_strategy = \"insert-from-staging\"",
+            "write_disposition = \"replace\"",
+            "replace-emptied",
+            false,
+        ),
+        (
+            "replace_strategy = \"insert-from-staging\"",
+            "write_disposition = \"replace\"\nreplace_strategy = \"staging-optimized\"",
+            "replace-emptied",
+            false,
+        ),
+    ];
+    let first = customers(1..=300, "a");
+    // Changed tags for some, some gone, some new.
+    let mut second = customers(1..=100, "a");
+    second.extend(customers(101..=200, "b"));
+    second.extend(customers(301..=350, "a"));
+    for (pipeline_keys, keys, own_point, history) in variants {
+        let project = |kind| {
+            let project = support::Project::new("");
+            let destination = TestDestination::new(kind, project.dir.path());
+            project.write(
+                "pipeline.toml",
+                &snapshots_pipeline(&destination.spec(), pipeline_keys, keys),
+            );
+            Project {
+                project: project.with_env(destination.env()),
+                destination,
+            }
+        };
+        let reference = project(kind);
+        reference.write_data("a.jsonl", &first);
+        reference.run_to_end();
+        reference.write_data("b.jsonl", &second);
+        reference.run_to_end();
+        let expected = snapshot_content(&reference.destination, history);
+        assert!(expected.len() > 250, "{keys}: {}", expected.len());
+
+        for point in [own_point, "before-commit", "after-commit"] {
+            let what = format!("{kind:?} {keys} {pipeline_keys}, killed at {point}");
+            let p = project(kind);
+            p.write_data("a.jsonl", &first);
+            p.run_to_end();
+            let before = snapshot_content(&p.destination, history);
+            p.write_data("b.jsonl", &second);
+            let killed = p.run(Some(point));
+            assert!(!killed.status.success(), "{what}: {}", stderr(&killed));
+            let now = snapshot_content(&p.destination, history);
+            if point == "after-commit" {
+                assert_same(&now, &expected, &what);
+            } else {
+                assert_same(&now, &before, &what);
+            }
+            p.run_to_end();
+            assert_same(&snapshot_content(&p.destination, history), &expected, &what);
+            assert_eq!(p.loads_committed_twice(), 0, "{what}");
+            if history {
+                // (A replace run without rows empties its tables: it always loads.)
+                assert_eq!(p.loads_of_another_run(), serde_json::json!([]), "{what}");
+            }
+        }
+    }
+}
+
+mod scd2_and_replaces_killed_mid_load_leave_the_tables_before_or_after {
+    use super::*;
+    #[test]
+    fn duckdb() {
+        super::scd2_and_replaces_killed_mid_load_leave_the_tables_before_or_after(Kind::DuckDb);
+    }
+    #[test]
+    fn postgres() {
+        super::scd2_and_replaces_killed_mid_load_leave_the_tables_before_or_after(Kind::Postgres);
+    }
+}

@@ -15,7 +15,7 @@ use crate::package::{
 };
 use crate::progress::ProgressEvent;
 use crate::resource::{Hints, Item, Resource, ResourceContext, TableName};
-use crate::schema::WriteDisposition;
+use crate::schema::{MergeStrategy, ReplaceStrategy, WriteDisposition};
 use crate::state;
 
 /// What the extract stage needs besides the resources.
@@ -32,6 +32,8 @@ pub(crate) struct ExtractContext<'a> {
     /// What the destination supports: merge strategies it cannot carry out are refused here,
     /// before anything is pulled.
     pub capabilities: Capabilities,
+    /// The pipeline's replace strategy, for resources that name none.
+    pub replace_strategy: Option<ReplaceStrategy>,
 }
 
 /// The outcome of extracting into a package.
@@ -422,58 +424,17 @@ pub(crate) fn extract(
     let mut out = PackageWriter::create(package, ctx.normalize_table)?;
     let mut total_items = 0u64;
 
-    for mut resource in resources {
+    // Every resource's hints are checked before any resource is called: a refused strategy
+    // pulls nothing.
+    let mut planned = Vec::with_capacity(resources.len());
+    for resource in resources {
         let hints = resource.hints.overridden_by(ctx.run_hints);
-        let disposition = hints.write_disposition.unwrap_or_default();
-        let mut spec = TableSpec {
-            resource: resource.name.clone(),
-            write_disposition: disposition,
-            merge_strategy: hints.merge_strategy,
-            primary_key: hints.primary_key.clone().unwrap_or_default(),
-            merge_key: hints.merge_key.clone().unwrap_or_default(),
-            columns: hints.columns.clone(),
-            max_table_nesting: hints.max_table_nesting,
-            root_key: ctx.root_key,
-            appends_merges: false,
-        };
-        if disposition == WriteDisposition::Merge {
-            let strategy = hints.merge_strategy.unwrap_or_default();
-            let caps = ctx.capabilities;
-            if caps.merge_strategies.is_empty() {
-                tracing::warn!(
-                    resource = %resource.name,
-                    "the {} destination does not merge: the rows are appended, as dlt's filesystem destination does",
-                    caps.kind
-                );
-                // As dlt: the tables are normalized as appended ones (no `_dlt_root_id`, row
-                // ids not derived from the key).
-                spec.appends_merges = true;
-            } else if !caps.merges_with(strategy) {
-                let supported: Vec<&str> = caps.merge_strategies.iter().map(|s| s.name()).collect();
-                return Err(Error::Config(format!(
-                    "resource {}: merge strategy {} is not supported by the {} destination; use {}",
-                    resource.name,
-                    strategy.name(),
-                    caps.kind,
-                    supported.join(", ")
-                )));
-            }
-        }
-        if disposition == WriteDisposition::Merge
-            && spec.primary_key.is_empty()
-            && spec.merge_key.is_empty()
-            && matches!(
-                hints.merge_strategy,
-                Some(crate::schema::MergeStrategy::Upsert)
-                    | Some(crate::schema::MergeStrategy::InsertOnly)
-            )
-        {
-            return Err(Error::Config(format!(
-                "resource {}: merge strategy {:?} needs a primary_key",
-                resource.name,
-                hints.merge_strategy.unwrap_or_default()
-            )));
-        }
+        let spec = table_spec(&resource.name, &hints, &ctx)?;
+        planned.push((resource, hints, spec));
+    }
+
+    for (mut resource, hints, spec) in planned {
+        let disposition = spec.write_disposition;
         // Replace (and a full refresh) starts the resource's state afresh, as dlt does.
         if disposition == WriteDisposition::Replace {
             if let Some(Value::Object(resources)) =
@@ -601,6 +562,89 @@ pub(crate) fn extract(
         items: total_items,
     })
 }
+/// The hints of `resource` resolved for this run, or an error naming what the destination does
+/// not carry out and what to use instead.
+fn table_spec(resource: &str, hints: &Hints, ctx: &ExtractContext<'_>) -> Result<TableSpec> {
+    let disposition = hints.write_disposition.unwrap_or_default();
+    let caps = ctx.capabilities;
+    let mut spec = TableSpec {
+        resource: resource.to_string(),
+        write_disposition: disposition,
+        merge_strategy: hints.merge_strategy,
+        primary_key: hints.primary_key.clone().unwrap_or_default(),
+        merge_key: hints.merge_key.clone().unwrap_or_default(),
+        columns: hints.columns.clone(),
+        max_table_nesting: hints.max_table_nesting,
+        root_key: ctx.root_key,
+        appends_merges: false,
+        replace_strategy: None,
+        scd2: None,
+    };
+    if disposition == WriteDisposition::Merge {
+        let strategy = hints.merge_strategy.unwrap_or_default();
+        if strategy == MergeStrategy::Scd2 && !caps.merges_with(strategy) {
+            // Appended, an scd2 history would silently lose its meaning: refused.
+            return Err(Error::Config(format!(
+                "resource {resource}: merge strategy scd2 needs a destination that updates rows; the {} destination only adds files. Load it into duckdb or postgres, or use write_disposition = \"append\" to keep every load's rows",
+                caps.kind
+            )));
+        }
+        if caps.merge_strategies.is_empty() {
+            tracing::warn!(
+                resource,
+                "the {} destination does not merge: the rows are appended, as dlt's filesystem destination does",
+                caps.kind
+            );
+            // As dlt: the tables are normalized as appended ones (no `_dlt_root_id`, row
+            // ids not derived from the key).
+            spec.appends_merges = true;
+        } else if !caps.merges_with(strategy) {
+            let supported: Vec<&str> = caps.merge_strategies.iter().map(|s| s.name()).collect();
+            return Err(Error::Config(format!(
+                "resource {resource}: merge strategy {} is not supported by the {} destination; use {}",
+                strategy.name(),
+                caps.kind,
+                supported.join(", ")
+            )));
+        }
+        if strategy == MergeStrategy::Scd2 {
+            let options = hints.scd2.clone().unwrap_or_default();
+            options.validate(resource)?;
+            spec.scd2 = Some(options);
+        }
+    }
+    if disposition == WriteDisposition::Merge
+        && spec.primary_key.is_empty()
+        && spec.merge_key.is_empty()
+        && matches!(
+            hints.merge_strategy,
+            Some(MergeStrategy::Upsert) | Some(MergeStrategy::InsertOnly)
+        )
+    {
+        return Err(Error::Config(format!(
+            "resource {resource}: merge strategy {:?} needs a primary_key",
+            hints.merge_strategy.unwrap_or_default()
+        )));
+    }
+    if disposition == WriteDisposition::Replace {
+        let strategy = hints
+            .replace_strategy
+            .or(ctx.replace_strategy)
+            .unwrap_or_default();
+        if !caps.replace_strategies.contains(&strategy) {
+            let supported: Vec<&str> = caps.replace_strategies.iter().map(|s| s.name()).collect();
+            return Err(Error::Config(format!(
+                "resource {resource}: replace strategy {} is not supported by the {} destination, which writes the new files first and deletes the old ones after; use {}",
+                strategy.name(),
+                caps.kind,
+                supported.join(", ")
+            )));
+        }
+        spec.replace_strategy = Some(strategy);
+    }
+    Ok(spec)
+}
+
 /// A table of a `replace` resource is emptied before the load, even when this run brings no rows
 /// for some of its child tables.
 fn replace_truncates(

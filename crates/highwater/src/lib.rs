@@ -48,6 +48,8 @@ pub mod state;
 mod timeparse;
 pub mod typed_json;
 
+#[doc(hidden)]
+pub use crash::observe_points;
 pub use destination::DestinationConfig;
 pub use error::{Error, Result};
 pub use incremental::{
@@ -58,6 +60,6 @@ pub use pipeline::{
 };
 pub use progress::ProgressEvent;
 pub use resource::{
-    ColumnHint, Hints, Item, ItemIter, Resource, ResourceContext, Source, TableName,
+    ColumnHint, Hints, Item, ItemIter, Resource, ResourceContext, Scd2Options, Source, TableName,
 };
-pub use schema::{DataType, MergeStrategy, SortOrder, WriteDisposition};
+pub use schema::{DataType, MergeStrategy, ReplaceStrategy, SortOrder, WriteDisposition};

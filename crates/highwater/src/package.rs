@@ -25,8 +25,8 @@ use crate::disk::{create_dir_all, list_dir, read_json, remove_dir_if_exists, syn
 use crate::error::{Error, Result};
 use crate::integrity::{verify, CheckedWriter, FileCheck};
 use crate::lock::LockFile;
-use crate::resource::ColumnHint;
-use crate::schema::{MergeStrategy, WriteDisposition};
+use crate::resource::{ColumnHint, Scd2Options};
+use crate::schema::{MergeStrategy, ReplaceStrategy, WriteDisposition};
 
 /// The hints of one extracted root table, resolved for this run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -57,6 +57,12 @@ pub struct TableSpec {
     /// the table keeps `merge` in the schema, as on dlt's filesystem destination.
     #[serde(default)]
     pub appends_merges: bool,
+    /// How a `replace` swaps the rows (resource hint, else the pipeline's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_strategy: Option<ReplaceStrategy>,
+    /// Options of the `scd2` merge strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scd2: Option<Scd2Options>,
 }
 
 /// How an extracted table's items are stored.

@@ -17,7 +17,7 @@ use crate::normalize::{normalize_items_file, Normalizer};
 use crate::package::{ItemsFormat, Package, PackageStore, Stage, TableFile};
 use crate::progress::ProgressEvent;
 use crate::resource::{Hints, Resource, Source};
-use crate::schema::Schema;
+use crate::schema::{ReplaceStrategy, Schema};
 use crate::state;
 
 /// Items normalized between two progress events.
@@ -90,6 +90,7 @@ pub struct Pipeline {
     destination: DestinationConfig,
     working_dir: PathBuf,
     naming: Naming,
+    replace_strategy: Option<ReplaceStrategy>,
     progress: ProgressFn,
     keep_loaded_packages: usize,
 }
@@ -113,6 +114,7 @@ pub struct PipelineBuilder {
     destination: Option<DestinationConfig>,
     working_dir: Option<PathBuf>,
     keep_loaded_packages: usize,
+    replace_strategy: Option<ReplaceStrategy>,
 }
 
 impl PipelineBuilder {
@@ -139,6 +141,13 @@ impl PipelineBuilder {
     /// [`DEFAULT_KEEP_LOADED_PACKAGES`].
     pub fn keep_loaded_packages(mut self, keep: usize) -> Self {
         self.keep_loaded_packages = keep;
+        self
+    }
+
+    /// How `replace` resources swap their rows, unless a resource names its own strategy;
+    /// default truncate-and-insert. Refused when the destination cannot carry it out.
+    pub fn replace_strategy(mut self, strategy: ReplaceStrategy) -> Self {
+        self.replace_strategy = Some(strategy);
         self
     }
 
@@ -172,6 +181,7 @@ impl PipelineBuilder {
             destination,
             working_dir,
             naming,
+            replace_strategy: self.replace_strategy,
             progress: Arc::new(|_| {}),
             keep_loaded_packages: self.keep_loaded_packages,
         })
@@ -187,6 +197,7 @@ impl Pipeline {
             destination: None,
             working_dir: None,
             keep_loaded_packages: DEFAULT_KEEP_LOADED_PACKAGES,
+            replace_strategy: None,
         }
     }
 
@@ -402,6 +413,7 @@ impl Pipeline {
                     normalize_table: &normalize_table,
                     resource_tables: &resource_tables,
                     capabilities: self.destination.capabilities(),
+                    replace_strategy: self.replace_strategy,
                 },
             )
         });

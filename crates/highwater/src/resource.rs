@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::incremental::{Incremental, IncrementalView};
-use crate::schema::{DataType, MergeStrategy, SortOrder, WriteDisposition};
+use crate::schema::{DataType, MergeStrategy, ReplaceStrategy, SortOrder, WriteDisposition};
 
 /// One thing a resource yields.
 #[derive(Debug, Clone)]
@@ -165,6 +165,90 @@ impl ColumnHint {
     }
 }
 
+/// The options of the `scd2` merge strategy, with dlt's names. Unset options take dlt's
+/// defaults: validity columns `_dlt_valid_from` / `_dlt_valid_to`, active versions marked by a
+/// `NULL` end, the load's creation time as boundary, the row hash in `_dlt_id` as version.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Scd2Options {
+    /// The columns holding the start and the end of each version's validity.
+    pub validity_column_names: Option<(String, String)>,
+    /// The end of validity that marks active versions instead of `NULL` (ISO-8601, e.g.
+    /// `9999-12-31`): queries can then use `BETWEEN` without a `NULL` case.
+    pub active_record_timestamp: Option<String>,
+    /// The time a load closes the versions it retires and opens the ones it inserts (ISO-8601);
+    /// the load's creation time when unset. Lets a backfill date the versions it writes.
+    pub boundary_timestamp: Option<String>,
+    /// A column of the data that tells versions apart, instead of the hash of the whole item
+    /// in `_dlt_id` (a change elsewhere in the item then makes no new version).
+    pub row_version_column_name: Option<String>,
+}
+
+impl Scd2Options {
+    /// Names the validity columns (default `_dlt_valid_from`, `_dlt_valid_to`).
+    pub fn validity_column_names(mut self, from: impl Into<String>, to: impl Into<String>) -> Self {
+        self.validity_column_names = Some((from.into(), to.into()));
+        self
+    }
+
+    /// Marks active versions with this end of validity instead of `NULL`.
+    pub fn active_record_timestamp(mut self, timestamp: impl Into<String>) -> Self {
+        self.active_record_timestamp = Some(timestamp.into());
+        self
+    }
+
+    /// Closes and opens versions at this time instead of the load's creation time.
+    pub fn boundary_timestamp(mut self, timestamp: impl Into<String>) -> Self {
+        self.boundary_timestamp = Some(timestamp.into());
+        self
+    }
+
+    /// Tells versions apart by this column of the data instead of the row hash.
+    pub fn row_version_column_name(mut self, column: impl Into<String>) -> Self {
+        self.row_version_column_name = Some(column.into());
+        self
+    }
+
+    /// The validity column names as given (not normalized yet).
+    pub fn validity_names(&self) -> (&str, &str) {
+        match &self.validity_column_names {
+            Some((from, to)) => (from, to),
+            None => ("_dlt_valid_from", "_dlt_valid_to"),
+        }
+    }
+
+    /// Checks the options; errors name the resource and the option.
+    pub fn validate(&self, resource: &str) -> Result<()> {
+        let bad = |what: String| Err(Error::Config(format!("resource {resource}: {what}")));
+        for (option, value) in [
+            ("active_record_timestamp", &self.active_record_timestamp),
+            ("boundary_timestamp", &self.boundary_timestamp),
+        ] {
+            if let Some(text) = value {
+                if crate::timeparse::parse_timestamp_or_date(text.trim()).is_none() {
+                    return bad(format!(
+                        "scd2 {option} {text:?} is not an ISO-8601 date or timestamp such as \"9999-12-31\" or \"2024-01-01T00:00:00Z\""
+                    ));
+                }
+            }
+        }
+        let (from, to) = self.validity_names();
+        if from.trim().is_empty() || to.trim().is_empty() || from == to {
+            return bad(format!(
+                "scd2 validity_column_names [{from:?}, {to:?}] must be two different, non-empty names"
+            ));
+        }
+        if let Some(version) = &self.row_version_column_name {
+            if version.trim().is_empty() || version == from || version == to {
+                return bad(format!(
+                    "scd2 row_version_column_name {version:?} must name a column of the data, not a validity column"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Hints of a resource; `None` means "not set" so run-time hints can override resource hints.
 #[derive(Debug, Clone, Default)]
 pub struct Hints {
@@ -182,6 +266,10 @@ pub struct Hints {
     pub columns: IndexMap<String, ColumnHint>,
     /// Nesting levels that become child tables or flattened columns.
     pub max_table_nesting: Option<usize>,
+    /// How a `replace` swaps the rows; the pipeline's strategy when unset.
+    pub replace_strategy: Option<ReplaceStrategy>,
+    /// Options of the `scd2` merge strategy.
+    pub scd2: Option<Scd2Options>,
 }
 
 impl Hints {
@@ -208,6 +296,8 @@ impl Hints {
                 .or_else(|| self.merge_key.clone()),
             columns,
             max_table_nesting: overrides.max_table_nesting.or(self.max_table_nesting),
+            replace_strategy: overrides.replace_strategy.or(self.replace_strategy),
+            scd2: overrides.scd2.clone().or_else(|| self.scd2.clone()),
         }
     }
 }
@@ -361,6 +451,21 @@ impl Resource {
     /// Sets the merge strategy.
     pub fn merge_strategy(mut self, strategy: MergeStrategy) -> Self {
         self.hints.merge_strategy = Some(strategy);
+        self
+    }
+
+    /// Merges with the `scd2` strategy and these options: every load closes the versions it no
+    /// longer holds and opens new ones (`Scd2Options::default()` for dlt's defaults).
+    pub fn scd2(mut self, options: Scd2Options) -> Self {
+        self.hints.write_disposition = Some(WriteDisposition::Merge);
+        self.hints.merge_strategy = Some(MergeStrategy::Scd2);
+        self.hints.scd2 = Some(options);
+        self
+    }
+
+    /// Sets how a `replace` swaps this resource's rows, instead of the pipeline's strategy.
+    pub fn replace_strategy(mut self, strategy: ReplaceStrategy) -> Self {
+        self.hints.replace_strategy = Some(strategy);
         self
     }
 

@@ -147,6 +147,48 @@ impl MergeStrategy {
     }
 }
 
+/// How a `replace` swaps a table's rows (dlt's replace strategies). On DuckDB and PostgreSQL
+/// every strategy runs inside the load's transaction, so readers see the old rows until the new
+/// ones are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplaceStrategy {
+    /// Empty the tables, then load the new rows into them (dlt's default).
+    #[default]
+    TruncateAndInsert,
+    /// Load into `<dataset>_staging`, then empty the tables and copy the staged rows in.
+    InsertFromStaging,
+    /// Load into `<dataset>_staging`, then put the staging tables in place of the tables
+    /// (PostgreSQL moves them; DuckDB, which cannot move a table between schemas, copies).
+    StagingOptimized,
+}
+
+impl ReplaceStrategy {
+    /// The strategy's name as written in a pipeline file (`truncate-and-insert`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplaceStrategy::TruncateAndInsert => "truncate-and-insert",
+            ReplaceStrategy::InsertFromStaging => "insert-from-staging",
+            ReplaceStrategy::StagingOptimized => "staging-optimized",
+        }
+    }
+
+    /// Parses `truncate-and-insert`, `insert-from-staging` or `staging-optimized`.
+    pub fn parse(name: &str) -> Option<ReplaceStrategy> {
+        match name {
+            "truncate-and-insert" => Some(ReplaceStrategy::TruncateAndInsert),
+            "insert-from-staging" => Some(ReplaceStrategy::InsertFromStaging),
+            "staging-optimized" => Some(ReplaceStrategy::StagingOptimized),
+            _ => None,
+        }
+    }
+
+    /// Whether the new rows are loaded into staging first.
+    pub fn stages(self) -> bool {
+        self != ReplaceStrategy::TruncateAndInsert
+    }
+}
+
 /// Which duplicate of a key survives a merge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -210,6 +252,21 @@ pub struct Column {
     /// hints, `incremental`, hints set to `false`, …), written back as they were.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
+    /// scd2: the start of a version's validity (dlt's `x-valid-from`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub valid_from: bool,
+    /// scd2: the end of a version's validity, `NULL` (or [`Column::active_record_timestamp`])
+    /// while it is the active one (dlt's `x-valid-to`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub valid_to: bool,
+    /// scd2, on the `valid_to` column: the value that marks active versions instead of `NULL`,
+    /// as the user gave it, e.g. `9999-12-31` (dlt's `x-active-record-timestamp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_record_timestamp: Option<String>,
+    /// scd2: the column that tells versions apart, `_dlt_id` (the row hash) unless the user
+    /// names one (dlt's `x-row-version`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub row_version: bool,
 }
 
 fn yes() -> bool {
@@ -241,6 +298,10 @@ impl Column {
             scale: None,
             timezone: None,
             extra: Map::new(),
+            valid_from: false,
+            valid_to: false,
+            active_record_timestamp: None,
+            row_version: false,
         }
     }
 
@@ -271,6 +332,14 @@ pub struct Table {
     /// Levels of nesting that become child tables or flattened columns (`max_table_nesting`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_nesting: Option<usize>,
+    /// How a `replace` swaps the rows; the destination's default (truncate-and-insert) when
+    /// unset. Not in dlt's stored schema: dlt takes it from the destination's configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_strategy: Option<ReplaceStrategy>,
+    /// scd2: the time that closes retired versions and opens new ones, as the user gave it
+    /// (dlt's `x-boundary-timestamp`); the load's creation time when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boundary_timestamp: Option<String>,
     /// Columns in order of first appearance.
     pub columns: NameMap<Column>,
     /// Properties of dlt's stored table highwater does not interpret (`x-normalizer`,
@@ -290,6 +359,8 @@ impl Table {
             write_disposition: WriteDisposition::Append,
             merge_strategy: None,
             max_nesting: None,
+            replace_strategy: None,
+            boundary_timestamp: None,
             columns: NameMap::default(),
             extra: Map::new(),
         }
@@ -315,6 +386,18 @@ impl Table {
         if let Value::Object(normalizer) = normalizer {
             normalizer.insert("seen-data".into(), Value::Bool(true));
         }
+    }
+
+    /// The scd2 validity columns (`valid_from`, `valid_to`), when the table has them.
+    pub fn validity_columns(&self) -> Option<(&Column, &Column)> {
+        let from = self.columns.values().find(|c| c.valid_from)?;
+        let to = self.columns.values().find(|c| c.valid_to)?;
+        Some((from, to))
+    }
+
+    /// The scd2 row-version column.
+    pub fn row_version_column(&self) -> Option<&Column> {
+        self.columns.values().find(|c| c.row_version)
     }
 
     /// Whether the table is a child table.

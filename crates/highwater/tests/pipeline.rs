@@ -398,16 +398,6 @@ fn upsert_and_insert_only_merge_strategies(kind: Kind) {
 }
 
 #[test]
-fn scd2_is_refused_until_it_is_built() {
-    let dir = tempfile::tempdir().unwrap();
-    let r = Resource::from_items("t", vec![json!({"id": 1})])
-        .write_disposition(WriteDisposition::Merge)
-        .merge_strategy(highwater::MergeStrategy::Scd2);
-    let err = pipeline(dir.path(), "scd2").run(r).unwrap_err().to_string();
-    assert!(err.contains("scd2"), "{err}");
-}
-
-#[test]
 fn only_the_newest_loaded_packages_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), "prune");

@@ -10,8 +10,10 @@ use anyhow::{anyhow, bail, Result};
 use highwater::incremental::CursorKind;
 use highwater::{
     Bound, ColumnHint, DataType, Hints, Incremental, LastValueFunc, MergeStrategy, OnCursorMissing,
-    Resource, RowOrder, SortOrder, Source, TableName, WriteDisposition,
+    ReplaceStrategy, Resource, RowOrder, Scd2Options, SortOrder, Source, TableName,
+    WriteDisposition,
 };
+use toml::Spanned;
 
 use crate::config::{choice, toml_to_json, LoadedConfig, ResourceConfig};
 
@@ -444,6 +446,83 @@ fn rest_config(config: &LoadedConfig, r: &ResourceConfig) -> Result<rest_api::Re
     })
 }
 
+/// A `replace_strategy` key's value.
+pub fn replace_strategy(config: &LoadedConfig, value: &Spanned<String>) -> Result<ReplaceStrategy> {
+    let name = choice(
+        config,
+        "replace_strategy",
+        value,
+        &[
+            "truncate-and-insert",
+            "insert-from-staging",
+            "staging-optimized",
+        ],
+    )?;
+    ReplaceStrategy::parse(name)
+        .ok_or_else(|| anyhow!("{}: unknown replace_strategy", config.at(value)))
+}
+
+/// The scd2 keys of a resource; an error naming the key and its line when they are given
+/// without `merge_strategy = "scd2"` or are malformed.
+fn scd2_options(
+    config: &LoadedConfig,
+    r: &ResourceConfig,
+    strategy: Option<MergeStrategy>,
+) -> Result<Option<Scd2Options>> {
+    let mut options = Scd2Options::default();
+    let mut first_key: Option<(&str, String)> = None;
+    let mut seen = |key: &'static str, at: String| {
+        first_key.get_or_insert((key, at));
+    };
+    if let Some(names) = &r.validity_column_names {
+        seen("validity_column_names", config.at(names));
+        match names.get_ref().as_slice() {
+            [from, to] => options.validity_column_names = Some((from.clone(), to.clone())),
+            other => bail!(
+                "{}: resource {}: validity_column_names needs two names (valid from, valid to), not {}",
+                config.at(names),
+                r.name,
+                other.len()
+            ),
+        }
+    }
+    for (key, value, field) in [
+        (
+            "active_record_timestamp",
+            &r.active_record_timestamp,
+            &mut options.active_record_timestamp,
+        ),
+        (
+            "boundary_timestamp",
+            &r.boundary_timestamp,
+            &mut options.boundary_timestamp,
+        ),
+        (
+            "row_version_column_name",
+            &r.row_version_column_name,
+            &mut options.row_version_column_name,
+        ),
+    ] {
+        if let Some(value) = value {
+            seen(key, config.at(value));
+            *field = Some(value.get_ref().clone());
+        }
+    }
+    if strategy != Some(MergeStrategy::Scd2) {
+        if let Some((key, at)) = first_key {
+            bail!(
+                "{at}: resource {}: {key} is an option of merge_strategy = \"scd2\" (with write_disposition = \"merge\")",
+                r.name
+            );
+        }
+        return Ok(None);
+    }
+    if let Err(e) = options.validate(&r.name) {
+        bail!("{}: {e}", config.path.display());
+    }
+    Ok(Some(options))
+}
+
 fn build_hints(config: &LoadedConfig, r: &ResourceConfig) -> Result<Hints> {
     let mut hints = Hints::default();
     if let Some(wd) = &r.write_disposition {
@@ -462,6 +541,10 @@ fn build_hints(config: &LoadedConfig, r: &ResourceConfig) -> Result<Hints> {
             &["delete-insert", "upsert", "insert-only", "scd2"],
         )?);
     }
+    if let Some(rs) = &r.replace_strategy {
+        hints.replace_strategy = Some(replace_strategy(config, rs)?);
+    }
+    hints.scd2 = scd2_options(config, r, hints.merge_strategy)?;
     hints.primary_key = r.primary_key.clone().map(|k| k.into_vec());
     hints.merge_key = r.merge_key.clone().map(|k| k.into_vec());
     hints.table_name = r.table_name.as_deref().map(TableName::parse);

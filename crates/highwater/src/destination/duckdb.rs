@@ -6,6 +6,7 @@
 //! few seconds a load needs.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duckdb::types::{ToSqlOutput, ValueRef};
@@ -16,7 +17,7 @@ use super::plan::{LoadPlan, MergeMode};
 use super::sql::{self, column_list, first_line, Dialect, Outcome, Param, SqlClient, SqlValue};
 use super::{Capabilities, Destination, LoadJob, LoadRecord, Restored, TableCount};
 use crate::error::{Error, Result};
-use crate::schema::{Column, DataType, MergeStrategy, Table};
+use crate::schema::{Column, DataType, MergeStrategy, ReplaceStrategy, Table};
 
 /// What DuckDB supports.
 pub const CAPABILITIES: Capabilities = Capabilities {
@@ -27,8 +28,17 @@ pub const CAPABILITIES: Capabilities = Capabilities {
         MergeStrategy::DeleteInsert,
         MergeStrategy::Upsert,
         MergeStrategy::InsertOnly,
+        MergeStrategy::Scd2,
+    ],
+    replace_strategies: &[
+        ReplaceStrategy::TruncateAndInsert,
+        ReplaceStrategy::InsertFromStaging,
+        ReplaceStrategy::StagingOptimized,
     ],
 };
+
+/// The path a shared in-memory database is described by.
+const IN_MEMORY: &str = ":memory:";
 
 /// How long opening waits for another process to release the file.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
@@ -68,6 +78,36 @@ pub struct DuckDbConfig {
     /// Seconds a run waits for another process to release the file (default 300).
     #[serde(default)]
     pub lock_timeout: Option<f64>,
+    /// A database the application holds open, loaded through instead of opening `path`
+    /// (see [`DuckDbConfig::shared`]).
+    #[serde(skip)]
+    pub shared: Option<SharedDuckDb>,
+}
+
+/// A DuckDB database the application holds open, shared with highwater: each load works on a
+/// new connection to it ([`Connection::try_clone`]).
+#[derive(Clone)]
+pub struct SharedDuckDb(Arc<Mutex<Connection>>);
+
+impl SharedDuckDb {
+    fn connect(&self) -> duckdb::Result<Connection> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .try_clone()
+    }
+}
+
+impl std::fmt::Debug for SharedDuckDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedDuckDb(..)")
+    }
+}
+
+impl PartialEq for SharedDuckDb {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl DuckDbConfig {
@@ -78,7 +118,36 @@ impl DuckDbConfig {
             memory_limit: None,
             threads: None,
             lock_timeout: None,
+            shared: None,
         }
+    }
+
+    /// Loads into the database `connection` belongs to, which the application keeps open
+    /// (DuckDB lets one process open a file for writing, so a running application could not
+    /// otherwise load into its own database). Each load takes a new connection to it: the
+    /// application's other connections see the old rows until the load commits. The
+    /// database's settings stay the application's: `memory_limit` and `threads` are not set.
+    pub fn shared(connection: &Connection) -> Result<DuckDbConfig> {
+        let fail = |e: duckdb::Error| Error::Destination {
+            destination: "duckdb (shared connection)".into(),
+            context: "reading the database's file".into(),
+            source: Box::new(e),
+        };
+        let path: Option<String> = connection
+            .query_row(
+                "SELECT path FROM duckdb_databases() WHERE database_name = current_database()",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(fail)?;
+        let mut config = DuckDbConfig::new(
+            path.filter(|p| !p.is_empty())
+                .unwrap_or_else(|| IN_MEMORY.into()),
+        );
+        config.shared = Some(SharedDuckDb(Arc::new(Mutex::new(
+            connection.try_clone().map_err(fail)?,
+        ))));
+        Ok(config)
     }
 
     /// Fills the fields left out from the environment and checks them; errors name where the
@@ -136,6 +205,7 @@ impl DuckDbConfig {
             memory_limit,
             threads,
             lock_timeout,
+            shared: self.shared.clone(),
         })
     }
 
@@ -242,6 +312,11 @@ impl Dialect for DuckDbDialect {
 
     fn load_order(&self) -> &'static str {
         "rowid"
+    }
+
+    fn moves_tables(&self) -> bool {
+        // DuckDB has no `ALTER TABLE … SET SCHEMA`.
+        false
     }
 
     fn timestamp_text(&self, expr: &str) -> String {
@@ -386,7 +461,8 @@ pub struct DuckDbDestination {
     conn: Connection,
     /// Held while the connection is open: highwater processes take turns on the file (DuckDB
     /// allows one writing process), and a new file is never opened half-created by another.
-    _file_lock: crate::lock::LockFile,
+    /// None for a shared in-memory database, which has no file.
+    _file_lock: Option<crate::lock::LockFile>,
 }
 
 /// Takes the lock `<database>.lock` beside the database file, waiting up to `timeout`.
@@ -421,6 +497,25 @@ impl DuckDbDestination {
     pub fn open(config: &DuckDbConfig, dataset: &str) -> Result<Self> {
         let config = config.resolved()?;
         let path = &config.path;
+        if let Some(shared) = &config.shared {
+            // Loads of one process still take turns through the lock beside the file.
+            let timeout = config.lock_timeout();
+            let file_lock = match path.as_os_str() == IN_MEMORY {
+                true => None,
+                false => Some(lock_beside(path, timeout)?),
+            };
+            let conn = shared.connect().map_err(|e| Error::Destination {
+                destination: path.display().to_string(),
+                context: "connecting to the shared database".into(),
+                source: Box::new(e),
+            })?;
+            return Ok(DuckDbDestination {
+                dataset: dataset.to_string(),
+                conn,
+                _file_lock: file_lock,
+                config,
+            });
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::Destination {
                 destination: path.display().to_string(),
@@ -466,7 +561,7 @@ impl DuckDbDestination {
             config,
             dataset: dataset.to_string(),
             conn,
-            _file_lock: file_lock,
+            _file_lock: Some(file_lock),
         })
     }
 
@@ -479,6 +574,10 @@ impl DuckDbDestination {
 
     /// The load's settings: memory limit by load kind and table width, threads by machine.
     fn configure(&self, memory_mib: Option<u64>) -> Result<()> {
+        if self.config.shared.is_some() {
+            // The application's database keeps the application's settings.
+            return Ok(());
+        }
         let limit = match (memory_mib, &self.config.memory_limit) {
             (Some(mib), _) => format!("{mib}MB"),
             (None, Some(configured)) => configured.clone(),
@@ -503,9 +602,13 @@ impl DuckDbDestination {
     fn load_sized(&mut self, job: &LoadJob<'_>, mode: MergeMode) -> Result<Outcome> {
         let plan = LoadPlan::new(job, mode)?;
         let widest = plan.tables.iter().map(|t| t.columns.len()).max();
-        let mut memory = self
-            .config
-            .load_memory_mib(plan.stages(), widest.unwrap_or(0));
+        // An application's shared database keeps the application's memory limit.
+        let mut memory = match self.config.shared {
+            Some(_) => None,
+            None => self
+                .config
+                .load_memory_mib(plan.stages(), widest.unwrap_or(0)),
+        };
         loop {
             match self.load_with(job, &plan, memory) {
                 Err(e) if is_out_of_memory(&e) => {

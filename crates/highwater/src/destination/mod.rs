@@ -21,9 +21,9 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::package::TableFile;
-use crate::schema::{MergeStrategy, Schema};
+use crate::schema::{MergeStrategy, ReplaceStrategy, Schema};
 
-pub use self::duckdb::DuckDbConfig;
+pub use self::duckdb::{DuckDbConfig, SharedDuckDb};
 pub use self::filesystem::FilesystemConfig;
 pub use self::postgres::PostgresConfig;
 
@@ -119,6 +119,8 @@ pub struct Capabilities {
     /// Merge strategies the destination carries out. Empty: a merge loads as an append, as on
     /// dlt's plain filesystem destination.
     pub merge_strategies: &'static [MergeStrategy],
+    /// Replace strategies the destination carries out; others are refused.
+    pub replace_strategies: &'static [ReplaceStrategy],
 }
 
 impl Capabilities {
@@ -232,7 +234,9 @@ impl DestinationConfig {
     /// Whether the destination holds anything yet; reading commands (`info`) do not create it.
     pub fn exists(&self, dataset: &str) -> Result<bool> {
         match self {
-            DestinationConfig::DuckDb(config) => Ok(config.path.exists()),
+            DestinationConfig::DuckDb(config) => {
+                Ok(config.shared.is_some() || config.path.exists())
+            }
             DestinationConfig::Postgres(config) => {
                 postgres::PostgresDestination::open(config, dataset)?.dataset_exists()
             }

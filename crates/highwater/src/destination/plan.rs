@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use super::LoadJob;
 use crate::error::{Error, Result};
 use crate::package::TableFile;
-use crate::schema::{MergeStrategy, Schema, Table, WriteDisposition};
+use crate::schema::{MergeStrategy, ReplaceStrategy, Schema, Table, WriteDisposition};
 
 /// How merge roots are loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,25 @@ impl<'a> Merge<'a> {
     }
 }
 
+/// A `replace` of one root table and its child tables through staging: the new rows are
+/// loaded into `<dataset>_staging`, then swapped in (see [`ReplaceStrategy`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedReplace<'a> {
+    /// The root table.
+    pub root: &'a Table,
+    /// How the rows are swapped in.
+    pub strategy: ReplaceStrategy,
+    /// Its child tables (all descendants) in schema order.
+    pub children: Vec<&'a Table>,
+}
+
+impl<'a> StagedReplace<'a> {
+    /// The root and its children, root first.
+    pub fn chain(&self) -> impl Iterator<Item = &'a Table> + '_ {
+        std::iter::once(self.root).chain(self.children.iter().copied())
+    }
+}
+
 /// What one load does, in the order it is done.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadPlan<'a> {
@@ -71,7 +90,7 @@ pub struct LoadPlan<'a> {
     ///    their children): created, or given the columns they lack.
     pub tables: Vec<&'a Table>,
     /// 3. Tables emptied (replace, refresh): each root named by the package with its child
-    ///    tables in the schema.
+    ///    tables in the schema, except those of staged replaces.
     pub truncate: Vec<&'a str>,
     /// 4. Files in load order, each with its target.
     pub files: Vec<FileLoad<'a>>,
@@ -80,6 +99,8 @@ pub struct LoadPlan<'a> {
     pub direct_merges: Vec<Merge<'a>>,
     /// 6. Merges through staging.
     pub staged_merges: Vec<Merge<'a>>,
+    /// 7. Replaces through staging, swapped in last.
+    pub staged_replaces: Vec<StagedReplace<'a>>,
 }
 
 impl<'a> LoadPlan<'a> {
@@ -100,9 +121,27 @@ impl<'a> LoadPlan<'a> {
             }
         }
 
+        // A replace root with a staging strategy is emptied when its staged rows are swapped
+        // in; other roots named by the package (and their children) are emptied first.
+        let staged_replaces: Vec<StagedReplace<'_>> = job
+            .truncate_tables
+            .iter()
+            .filter_map(|root| schema.tables.get(root))
+            .filter(|root| mode != MergeMode::Append && root.parent.is_none())
+            .filter(|root| root.write_disposition == WriteDisposition::Replace)
+            .filter_map(|root| {
+                let strategy = root.replace_strategy.filter(|s| s.stages())?;
+                Some(StagedReplace {
+                    root,
+                    strategy,
+                    children: schema.descendants(&root.name),
+                })
+            })
+            .collect();
         let truncate = job
             .truncate_tables
             .iter()
+            .filter(|root| !staged_replaces.iter().any(|r| &r.root.name == *root))
             .flat_map(|root| chain_names(schema, root))
             .collect();
 
@@ -135,6 +174,11 @@ impl<'a> LoadPlan<'a> {
         let staged: HashSet<&str> = staged_merges
             .iter()
             .flat_map(|m| m.chain().map(|t| t.name.as_str()))
+            .chain(
+                staged_replaces
+                    .iter()
+                    .flat_map(|r| r.chain().map(|t| t.name.as_str())),
+            )
             .collect();
         let files = job
             .files
@@ -157,6 +201,7 @@ impl<'a> LoadPlan<'a> {
             files,
             direct_merges,
             staged_merges,
+            staged_replaces,
         })
     }
 
@@ -167,14 +212,20 @@ impl<'a> LoadPlan<'a> {
 
     /// Whether anything goes through staging.
     pub fn stages(&self) -> bool {
-        !self.staged_merges.is_empty()
+        !self.staged_merges.is_empty() || !self.staged_replaces.is_empty()
     }
 
-    /// Tables of the staged merges' chains (their staging tables are cleared before and after).
+    /// Tables of the staged merges' and replaces' chains (their staging tables are cleared
+    /// before and after).
     pub fn staging_tables(&self) -> Vec<&'a str> {
         self.staged_merges
             .iter()
             .flat_map(|m| m.chain().map(|t| t.name.as_str()))
+            .chain(
+                self.staged_replaces
+                    .iter()
+                    .flat_map(|r| r.chain().map(|t| t.name.as_str())),
+            )
             .collect()
     }
 }
@@ -365,6 +416,56 @@ mod tests {
         let plan = LoadPlan::new(&job, MergeMode::Append).unwrap();
         assert!(plan.files.iter().all(|f| f.target == Target::Final));
         assert!(!plan.merges());
+    }
+
+    #[test]
+    fn scd2_merges_through_staging() {
+        let mut root = keyed(table("h", None, WriteDisposition::Merge));
+        root.merge_strategy = Some(MergeStrategy::Scd2);
+        let s = schema(vec![
+            root,
+            table("h__c", Some("h"), WriteDisposition::Merge),
+        ]);
+        let files = [file("h"), file("h__c")];
+        let job = job(&s, &files, &[]);
+        let plan = LoadPlan::new(&job, MergeMode::Direct).unwrap();
+        assert_eq!(
+            targets(&plan),
+            [("h", Target::Staging), ("h__c", Target::Staging)]
+        );
+        assert_eq!(plan.staged_merges[0].strategy, MergeStrategy::Scd2);
+        assert!(plan.direct_merges.is_empty());
+    }
+
+    #[test]
+    fn a_staging_replace_stages_its_chain_and_empties_it_at_the_swap() {
+        let mut staged = table("s", None, WriteDisposition::Replace);
+        staged.replace_strategy = Some(ReplaceStrategy::InsertFromStaging);
+        let mut plain = table("p", None, WriteDisposition::Replace);
+        plain.replace_strategy = Some(ReplaceStrategy::TruncateAndInsert);
+        let s = schema(vec![
+            staged,
+            table("s__c", Some("s"), WriteDisposition::Replace),
+            plain,
+            table("p__c", Some("p"), WriteDisposition::Replace),
+        ]);
+        let files = [file("s"), file("p")];
+        let truncate = ["s".to_string(), "p".to_string()];
+        let job = job(&s, &files, &truncate);
+        let plan = LoadPlan::new(&job, MergeMode::Direct).unwrap();
+        assert_eq!(plan.truncate, ["p", "p__c"]);
+        assert_eq!(
+            targets(&plan),
+            [("s", Target::Staging), ("p", Target::Final)]
+        );
+        assert_eq!(plan.staged_replaces.len(), 1);
+        assert_eq!(plan.staging_tables(), ["s", "s__c"]);
+        assert!(plan.stages() && !plan.merges());
+
+        // A destination without staging (append mode) empties and loads directly.
+        let plan = LoadPlan::new(&job, MergeMode::Append).unwrap();
+        assert!(plan.staged_replaces.is_empty());
+        assert_eq!(plan.truncate, ["s", "s__c", "p", "p__c"]);
     }
 
     #[test]

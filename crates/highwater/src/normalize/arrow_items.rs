@@ -14,7 +14,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use super::writer::arrow_type;
 use super::Normalizer;
 use crate::error::{Error, Result};
-use crate::schema::{Column, DataType};
+use crate::schema::{DataType, MergeStrategy};
 
 /// The schema type of an Arrow column, or `None` when highwater cannot store it.
 pub fn data_type_of(arrow: &ArrowType) -> Option<DataType> {
@@ -73,7 +73,7 @@ impl Normalizer<'_> {
             let table = self
                 .schema
                 .tables
-                .get_mut(root)
+                .get(root)
                 .ok_or_else(|| Error::Config(format!("table {root} was not prepared")))?;
             let data_type = match table.columns.get(&name) {
                 Some(column) => column.data_type,
@@ -84,12 +84,18 @@ impl Normalizer<'_> {
                             field.data_type()
                         ))
                     })?;
-                    let mut column = Column::new(name.clone(), data_type);
-                    if let ArrowType::Decimal128(p, s) = field.data_type() {
+                    // The table's hints (keys, scd2 version) apply as to any new column.
+                    self.add_column(root, &name, data_type, false);
+                    if let (ArrowType::Decimal128(p, s), Some(column)) = (
+                        field.data_type(),
+                        self.schema
+                            .tables
+                            .get_mut(root)
+                            .and_then(|t| t.columns.get_mut(&name)),
+                    ) {
                         column.precision = Some(u32::from(*p));
                         column.scale = Some((*s).max(0) as u32);
                     }
-                    table.columns.insert(name.clone(), column);
                     data_type
                 }
             };
@@ -106,6 +112,15 @@ impl Normalizer<'_> {
             })?;
             fields.push(Field::new(name, target, true));
             arrays.push(converted);
+        }
+        if let Some(table) = self.schema.tables.get(root) {
+            if table.merge_strategy == Some(MergeStrategy::Scd2)
+                && table.row_version_column().is_none()
+            {
+                return Err(Error::Config(format!(
+                    "table {root}: merge strategy scd2 tells versions apart by the hash of each item in _dlt_id, which Arrow batches do not have: add a column holding a hash of the row and name it in row_version_column_name"
+                )));
+            }
         }
         let out = RecordBatch::try_new(Arc::new(ArrowSchema::new(fields)), arrays)
             .map_err(|e| Error::Config(format!("table {root}: {e}")))?;

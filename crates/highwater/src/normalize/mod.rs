@@ -22,6 +22,7 @@ use crate::hash::{digest128, random_row_id};
 use crate::naming::Naming;
 use crate::package::TableFile;
 use crate::package::TableSpec;
+use crate::resource::Scd2Options;
 use crate::schema::{Column, DataType, MergeStrategy, Schema, Table, WriteDisposition};
 use coerce::{coerce, coerce_node, infer_type, python_type, Cell};
 pub use node::{Entry, Node};
@@ -337,11 +338,22 @@ impl<'a> Normalizer<'a> {
                 column.hinted = true;
             }
         }
+        table.replace_strategy = spec.replace_strategy;
+        let scd2 = spec
+            .scd2
+            .as_ref()
+            .filter(|_| table.merge_strategy == Some(MergeStrategy::Scd2));
+        if let Some(options) = scd2 {
+            add_validity_columns(table, options, &naming);
+            table.boundary_timestamp = options.boundary_timestamp.clone();
+        }
         for column in table.columns.values_mut() {
             apply_hints(column, spec, &primary_key, &merge_key, &naming);
         }
         let strategy = table.merge_strategy;
         let merge = spec.write_disposition == WriteDisposition::Merge && !spec.appends_merges;
+        // scd2 hashes the item into `_dlt_id` unless a column of the data is the version.
+        let hashes_rows = scd2.is_some_and(|o| o.row_version_column_name.is_none());
         self.has_json_columns = has_json_columns(self.schema);
         let has_root_key_children = self
             .schema
@@ -359,7 +371,7 @@ impl<'a> Normalizer<'a> {
                 Some(MergeStrategy::Upsert) | Some(MergeStrategy::InsertOnly) if merge => {
                     RowIdKind::KeyHash
                 }
-                Some(MergeStrategy::Scd2) if merge => RowIdKind::ContentHash,
+                Some(MergeStrategy::Scd2) if merge && hashes_rows => RowIdKind::ContentHash,
                 _ => RowIdKind::Random,
             },
             primary_key,
@@ -389,19 +401,7 @@ impl<'a> Normalizer<'a> {
             Node::Object(entries) => Entries::Object(entries),
             other => Entries::One("value", other),
         };
-        let content_hash = (settings.row_id == RowIdKind::ContentHash).then(|| {
-            let filtered = match item {
-                Node::Object(entries) => Node::Object(
-                    entries
-                        .iter()
-                        .filter(|(k, _)| !k.starts_with("_dlt"))
-                        .cloned()
-                        .collect(),
-                ),
-                other => Node::Object(vec![("value".into(), other.clone())]),
-            };
-            digest128(&filtered.to_json())
-        });
+        let content_hash = (settings.row_id == RowIdKind::ContentHash).then(|| row_hash(item));
         let root_name = settings.name.clone();
         let (mut values, lists) = self.flatten(&root_name, entries, settings.max_nesting as i64);
         if values.iter().any(|(name, _)| name.is_empty()) {
@@ -1056,6 +1056,42 @@ impl<'a> Normalizer<'a> {
     }
 }
 
+/// dlt's scd2 row hash: `digest128` of the item as JSON with keys sorted at every level,
+/// leaving out top-level keys starting with `_dlt`. The whole item counts, nested lists
+/// included, so a change in a child list makes a new version.
+fn row_hash(item: &Node<'_>) -> String {
+    let filtered = match item {
+        Node::Object(entries) => Node::Object(
+            entries
+                .iter()
+                .filter(|(k, _)| !k.starts_with("_dlt"))
+                .cloned()
+                .collect(),
+        ),
+        other => Node::Object(vec![("value".into(), other.clone())]),
+    };
+    digest128(&filtered.to_sorted_json())
+}
+
+/// Adds the scd2 validity columns to a root table (after the typed column hints, as dlt
+/// orders them), or marks them when the table has them already.
+fn add_validity_columns(table: &mut Table, options: &Scd2Options, naming: &Naming) {
+    let (from, to) = options.validity_names();
+    for (raw, is_from) in [(from, true), (to, false)] {
+        let name = naming.normalize_path(raw);
+        let column = table
+            .columns
+            .entry(name.clone())
+            .or_insert_with(|| Column::new(name, DataType::Timestamp));
+        if is_from {
+            column.valid_from = true;
+        } else {
+            column.valid_to = true;
+            column.active_record_timestamp = options.active_record_timestamp.clone();
+        }
+    }
+}
+
 /// Applies a root table's hints to one of its columns.
 fn apply_hints(
     column: &mut Column,
@@ -1091,6 +1127,23 @@ fn apply_hints(
         }
         if hint.timezone.is_some() {
             column.timezone = hint.timezone;
+        }
+    }
+    if let Some(options) = spec
+        .scd2
+        .as_ref()
+        .filter(|_| spec.merge_strategy == Some(MergeStrategy::Scd2))
+    {
+        let version = options
+            .row_version_column_name
+            .as_deref()
+            .map_or_else(|| "_dlt_id".to_string(), |c| naming.normalize_path(c));
+        if column.name == version {
+            // As dlt: the version repeats when a deleted row comes back, so it is no key.
+            column.row_version = true;
+            column.nullable = false;
+            column.unique = false;
+            column.row_key = false;
         }
     }
 }

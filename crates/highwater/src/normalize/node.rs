@@ -92,6 +92,12 @@ impl<'a> Node<'a> {
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// Compact JSON text as dlt writes it to hash a row (orjson with `sort_keys`): the keys of
+    /// every object sorted by code point. serde_json writes numbers and strings as orjson does.
+    pub fn to_sorted_json(&self) -> String {
+        serde_json::to_string(&SortedKeys(self)).unwrap_or_default()
+    }
+
     /// Whether this is `null`.
     pub fn is_null(&self) -> bool {
         matches!(self, Node::Null)
@@ -121,6 +127,33 @@ impl Serialize for Node<'_> {
                 }
                 map.end()
             }
+        }
+    }
+}
+
+/// Serializes a node with the keys of every object in sorted order.
+struct SortedKeys<'n, 'a>(&'n Node<'a>);
+
+impl Serialize for SortedKeys<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Node::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&SortedKeys(item))?;
+                }
+                seq.end()
+            }
+            Node::Object(entries) => {
+                let mut sorted: Vec<&Entry<'_>> = entries.iter().collect();
+                sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut map = serializer.serialize_map(Some(sorted.len()))?;
+                for (k, v) in sorted {
+                    map.serialize_entry(k.as_ref(), &SortedKeys(v))?;
+                }
+                map.end()
+            }
+            scalar => scalar.serialize(serializer),
         }
     }
 }
@@ -254,6 +287,29 @@ impl<'de> Visitor<'de> for KeyVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorted_json_is_the_text_orjson_writes() {
+        // Each expected text is what dlt 1.31.0's `json.dumpb(..., sort_keys=True)` gives.
+        let cases = [
+            (
+                r#"{"z":{"y":1,"x":[{"b":2,"a":1.5}]},"a":"é","n":null,"f":1e20,"t":true}"#,
+                r#"{"a":"é","f":1e+20,"n":null,"t":true,"z":{"x":[{"a":1.5,"b":2}],"y":1}}"#,
+            ),
+            (
+                r#"[1e15,1e16,1.5e16,1e-4,1e-5,1.234e-5,1e-6,2.5e-8,-0.0,100.0,0.30000000000000004]"#,
+                r#"[1000000000000000.0,1e+16,1.5e+16,0.0001,0.00001,0.00001234,1e-6,2.5e-8,-0.0,100.0,0.30000000000000004]"#,
+            ),
+            (
+                r#"["\u001f\u0000\n\t\"\\/","😀",12345678901234567890,-5]"#,
+                r#"["\u001f\u0000\n\t\"\\/","😀",12345678901234567890,-5]"#,
+            ),
+        ];
+        for (input, expected) in cases {
+            let node = Node::parse(input.as_bytes()).unwrap();
+            assert_eq!(node.to_sorted_json(), expected);
+        }
+    }
 
     #[test]
     fn matches_serde_json_values() {

@@ -18,6 +18,8 @@ fn spec(disposition: WriteDisposition, pk: &[&str]) -> TableSpec {
         max_table_nesting: None,
         root_key: false,
         appends_merges: false,
+        replace_strategy: None,
+        scd2: None,
     }
 }
 
@@ -375,6 +377,105 @@ fn parallel_normalize_with_steals_and_stops_gives_the_single_pass_result() {
             "late columns stop workers; the rest is split again"
         );
     }
+}
+
+fn scd2_spec(options: crate::resource::Scd2Options) -> TableSpec {
+    let mut spec = spec(WriteDisposition::Merge, &["id"]);
+    spec.merge_strategy = Some(MergeStrategy::Scd2);
+    spec.scd2 = Some(options);
+    spec
+}
+
+#[test]
+fn scd2_rows_are_named_by_dlts_row_hash_and_carry_no_root_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut schema = Schema::new("p");
+    let mut n = Normalizer::new(&mut schema, Naming::default(), "1", dir.path());
+    let root = n
+        .prepare_root("customers", &scd2_spec(Default::default()))
+        .unwrap();
+    // Hashes dlt 1.31.0 gives (`get_row_hash`): keys sorted at every level, top-level `_dlt`
+    // keys left out, lists included.
+    n.push_item(&root, json!({"name": "a", "tags": ["x", "y"], "id": 1}), "")
+        .unwrap();
+    n.push_item(
+        &root,
+        json!({"id": 1, "_dlt_load_id": "ignored", "name": "a", "tags": ["x", "y"]}),
+        "",
+    )
+    .unwrap();
+    n.push_item(
+        &root,
+        json!({"id": 2, "z": {"y": 1, "x": [{"b": 2, "a": 1.5}]}, "a": "é", "n": null, "f": 1e20, "t": true}),
+        "",
+    )
+    .unwrap();
+    let files = n.finish().unwrap();
+    let rows = read_rows(dir.path(), &files, "customers");
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r["_dlt_id"].as_deref().unwrap())
+        .collect();
+    assert_eq!(ids, ["vyO6DMrO2p4mGQ", "vyO6DMrO2p4mGQ", "emuyVkGymM6rYw"]);
+    let tags = read_rows(dir.path(), &files, "customers__tags");
+    assert_eq!(tags[0]["_dlt_id"].as_deref(), Some("auRb/VqUJclafg"));
+    assert!(!tags[0].contains_key("_dlt_root_id"));
+
+    // As dlt's schema: validity columns first, the row hash is no unique key.
+    let table = &schema.tables["customers"];
+    assert_eq!(
+        columns(&schema, "customers")[..2],
+        ["_dlt_valid_from", "_dlt_valid_to"]
+    );
+    let (from, to) = table.validity_columns().unwrap();
+    assert_eq!((from.data_type, from.nullable), (DataType::Timestamp, true));
+    assert_eq!(to.active_record_timestamp, None);
+    let id = &table.columns["_dlt_id"];
+    assert!(id.row_version && !id.unique && !id.row_key && !id.nullable);
+    assert!(!schema.tables["customers__tags"]
+        .columns
+        .contains_key("_dlt_root_id"));
+}
+
+#[test]
+fn scd2_with_a_version_column_keeps_random_row_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut schema = Schema::new("p");
+    let mut n = Normalizer::new(&mut schema, Naming::default(), "1", dir.path());
+    let options = crate::resource::Scd2Options::default()
+        .validity_column_names("ValidFrom", "valid_until")
+        .active_record_timestamp("9999-12-31")
+        .boundary_timestamp("2024-01-01")
+        .row_version_column_name("Version");
+    let root = n.prepare_root("t", &scd2_spec(options)).unwrap();
+    n.push_item(&root, json!({"id": 1, "Version": "v1"}), "")
+        .unwrap();
+    n.push_item(&root, json!({"id": 1, "Version": "v1"}), "")
+        .unwrap();
+    let files = n.finish().unwrap();
+    let rows = read_rows(dir.path(), &files, "t");
+    assert_ne!(rows[0]["_dlt_id"], rows[1]["_dlt_id"]);
+    let table = &schema.tables["t"];
+    assert_eq!(
+        columns(&schema, "t"),
+        [
+            "valid_from",
+            "valid_until",
+            "id",
+            "version",
+            "_dlt_load_id",
+            "_dlt_id"
+        ]
+    );
+    assert!(table.columns["version"].row_version && !table.columns["version"].nullable);
+    assert!(table.columns["_dlt_id"].unique && !table.columns["_dlt_id"].row_version);
+    assert_eq!(
+        table.columns["valid_until"]
+            .active_record_timestamp
+            .as_deref(),
+        Some("9999-12-31")
+    );
+    assert_eq!(table.boundary_timestamp.as_deref(), Some("2024-01-01"));
 }
 
 mod proptests;

@@ -238,6 +238,7 @@ fn table_from_dlt(schema: &str, table_name: &str, value: Value) -> Result<Table>
             stored.remove("x-merge-strategy");
         }
     }
+    table.boundary_timestamp = take_string(&mut stored, "x-boundary-timestamp");
     if let Some(Value::Object(normalizer)) = stored.get_mut("x-normalizer") {
         if let Some(nesting) = normalizer.get("max_nesting").and_then(Value::as_u64) {
             table.max_nesting = Some(nesting as usize);
@@ -330,6 +331,17 @@ fn column_from_dlt(
     column.root_key = flag("root_key");
     column.hard_delete = flag("hard_delete");
     column.variant = flag("variant");
+    column.valid_from = flag("x-valid-from");
+    column.valid_to = flag("x-valid-to");
+    column.row_version = flag("x-row-version");
+    if column.valid_to {
+        // dlt writes it on every valid-to column, `null` for a NULL end of active versions.
+        match stored.remove("x-active-record-timestamp") {
+            Some(Value::String(end)) => column.active_record_timestamp = Some(end),
+            Some(Value::Null) | None => {}
+            Some(other) => column.active_record_timestamp = Some(other.to_string()),
+        }
+    }
     column.dedup_sort = match stored.get("dedup_sort").and_then(Value::as_str) {
         Some("asc") => Some(SortOrder::Asc),
         Some("desc") => Some(SortOrder::Desc),
@@ -471,6 +483,10 @@ fn table_to_dlt(table: &Table) -> Value {
         }
         _ => {}
     }
+    if let Some(boundary) = &table.boundary_timestamp {
+        out.insert("x-boundary-timestamp".into(), json!(boundary));
+    }
+    // (`replace_strategy` is not written: dlt takes it from the destination's configuration.)
     if let Some(nesting) = table.max_nesting {
         let normalizer = out
             .entry("x-normalizer")
@@ -508,9 +524,24 @@ fn column_to_dlt(column: &Column) -> Value {
         ("root_key", column.root_key),
         ("hard_delete", column.hard_delete),
         ("variant", column.variant),
+        ("x-valid-from", column.valid_from),
+        ("x-valid-to", column.valid_to),
+        ("x-row-version", column.row_version),
     ] {
         if set {
             out.insert(key.into(), json!(true));
+        }
+    }
+    if column.valid_to {
+        out.insert(
+            "x-active-record-timestamp".into(),
+            json!(column.active_record_timestamp),
+        );
+    }
+    if column.row_version {
+        // As dlt: a version repeats when a row comes back, so the column is no key.
+        for key in ["unique", "row_key"] {
+            out.entry(key).or_insert(json!(false));
         }
     }
     if let Some(order) = column.dedup_sort {
@@ -715,6 +746,56 @@ mod tests {
             "written back as dlt wrote it, with the same hash"
         );
         assert_eq!(schema.content_hash(), doc["version_hash"].as_str().unwrap());
+    }
+
+    /// scd2 tables as dlt 1.31.0 stores them (`validity_column_names`, `active_record_timestamp`,
+    /// `boundary_timestamp`, `row_version_column_name`, and the defaults).
+    #[test]
+    fn scd2_hints_are_read_from_and_written_as_dlts() {
+        let mut doc = stored();
+        doc["tables"]["history"] = json!({
+            "name": "history", "write_disposition": "merge", "resource": "history",
+            "x-merge-strategy": "scd2", "x-boundary-timestamp": "2024-01-01T12:00:00+02:00",
+            "x-normalizer": {"seen-data": true},
+            "columns": {
+                "vf": {"name": "vf", "data_type": "timestamp", "nullable": true, "x-valid-from": true},
+                "vt": {"name": "vt", "data_type": "timestamp", "nullable": true, "x-valid-to": true, "x-active-record-timestamp": "9999-12-31"},
+                "name": {"name": "name", "nullable": false, "x-row-version": true, "unique": false, "row_key": false, "data_type": "text"},
+                "_dlt_id": {"name": "_dlt_id", "data_type": "text", "nullable": false, "unique": true, "row_key": true}
+            }
+        });
+        doc["tables"]["hashed"] = json!({
+            "name": "hashed", "write_disposition": "merge", "resource": "hashed",
+            "x-merge-strategy": "scd2",
+            "columns": {
+                "_dlt_valid_from": {"name": "_dlt_valid_from", "data_type": "timestamp", "nullable": true, "x-valid-from": true},
+                "_dlt_valid_to": {"name": "_dlt_valid_to", "data_type": "timestamp", "nullable": true, "x-valid-to": true, "x-active-record-timestamp": null},
+                "_dlt_id": {"name": "_dlt_id", "nullable": false, "x-row-version": true, "unique": false, "row_key": false, "data_type": "text"}
+            }
+        });
+        doc["version_hash"] = json!(version_hash(&doc));
+        let schema = from_stored(&doc.to_string()).unwrap();
+        let history = &schema.tables["history"];
+        assert_eq!(history.merge_strategy, Some(MergeStrategy::Scd2));
+        assert_eq!(
+            history.boundary_timestamp.as_deref(),
+            Some("2024-01-01T12:00:00+02:00")
+        );
+        let (from, to) = history.validity_columns().unwrap();
+        assert_eq!((from.name.as_str(), to.name.as_str()), ("vf", "vt"));
+        assert_eq!(to.active_record_timestamp.as_deref(), Some("9999-12-31"));
+        assert_eq!(history.row_version_column().unwrap().name, "name");
+        let hashed = &schema.tables["hashed"];
+        assert_eq!(hashed.row_version_column().unwrap().name, "_dlt_id");
+        assert_eq!(hashed.columns["_dlt_valid_to"].active_record_timestamp, None);
+        assert_eq!(to_stored(&schema), doc, "written back as dlt wrote it");
+
+        // Made by highwater, they are written as dlt writes them.
+        let mut made = schema.clone();
+        for column in made.tables.get_mut("hashed").unwrap().columns.values_mut() {
+            column.extra.clear();
+        }
+        assert_eq!(to_stored(&made), doc);
     }
 
     #[test]

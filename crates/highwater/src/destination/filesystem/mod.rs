@@ -31,7 +31,7 @@ use self::layout::{load_id_key, marker_parts, name_parts, Layout, LOADS, STATE, 
 use super::plan::{LoadPlan, MergeMode};
 use super::{Capabilities, Destination, LoadJob, LoadRecord, Restored, TableCount};
 use crate::error::{Error, Result};
-use crate::schema::Schema;
+use crate::schema::{ReplaceStrategy, Schema};
 use crate::state::decode_from_destination;
 
 /// What the filesystem supports: no merge (loads append), names as long as DuckDB's.
@@ -39,6 +39,8 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     kind: "filesystem",
     max_identifier_length: 65536,
     merge_strategies: &[],
+    // A replace writes the new files, then deletes the old ones: there is no staging.
+    replace_strategies: &[ReplaceStrategy::TruncateAndInsert],
 };
 
 /// `[destination] kind = "filesystem"`, or `destination = "filesystem:PATH"` / `"s3://…"`.

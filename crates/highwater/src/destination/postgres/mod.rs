@@ -25,7 +25,7 @@ use super::plan::{LoadPlan, MergeMode};
 use super::sql::{self, column_list, first_line, Dialect, Outcome, Param, SqlClient, SqlValue};
 use super::{Capabilities, Destination, LoadJob, LoadRecord, Restored, TableCount};
 use crate::error::{Error, Result};
-use crate::schema::{Column, DataType, MergeStrategy, Table};
+use crate::schema::{Column, DataType, MergeStrategy, ReplaceStrategy, Table};
 
 /// What PostgreSQL supports (as dlt's `postgres` destination).
 pub const CAPABILITIES: Capabilities = Capabilities {
@@ -35,6 +35,12 @@ pub const CAPABILITIES: Capabilities = Capabilities {
         MergeStrategy::DeleteInsert,
         MergeStrategy::Upsert,
         MergeStrategy::InsertOnly,
+        MergeStrategy::Scd2,
+    ],
+    replace_strategies: &[
+        ReplaceStrategy::TruncateAndInsert,
+        ReplaceStrategy::InsertFromStaging,
+        ReplaceStrategy::StagingOptimized,
     ],
 };
 
@@ -281,6 +287,10 @@ impl Dialect for PostgresDialect {
         // A staging table is created and filled by COPY in the load's transaction, so its rows
         // sit in the heap in load order.
         "ctid"
+    }
+
+    fn moves_tables(&self) -> bool {
+        true
     }
 
     fn timestamp_text(&self, expr: &str) -> String {

@@ -1,9 +1,11 @@
 //! A load plan carried out as statements inside the destination's open transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::catalog::{existing_columns, table_exists};
 use super::merge::{delete_insert, direct_merge_deletes, upsert, ChainTable};
+use super::replace::{moves_staging_tables, swap};
+use super::scd2::{scd2, Scd2Values};
 use super::system::{check_state_base, ensure_system_tables, write_load_rows};
 use super::{column_list, qualified, quote, staging_dataset, Dialect, Param, SqlClient, SqlValue};
 use crate::destination::plan::{LoadPlan, Merge, Target};
@@ -55,6 +57,9 @@ pub fn load(
             )?;
         }
     }
+    if !plan.truncate.is_empty() {
+        crate::crash::point("replace-emptied");
+    }
     if plan.stages() {
         client.execute(
             &format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&staging)),
@@ -65,6 +70,13 @@ pub fn load(
             drop_staging_table(client, &staging, table)?;
         }
     }
+    // Staging tables that become final tables as they are carry the final tables' NOT NULL.
+    let moved: HashSet<&str> = plan
+        .staged_replaces
+        .iter()
+        .filter(|r| moves_staging_tables(client.dialect(), r.strategy))
+        .flat_map(|r| r.chain().map(|t| t.name.as_str()))
+        .collect();
 
     // Rows keep load order everywhere: staging needs it (a merge keeps the last duplicate).
     let mut staged_columns: HashMap<String, Vec<String>> = HashMap::new();
@@ -77,7 +89,8 @@ pub fn load(
         let path = job.files_dir.join(&load.file.file);
         if load.target == Target::Staging {
             if !staged_columns.contains_key(&table.name) {
-                let columns = ensure_table(client, &staging, table, false)?;
+                let constraints = moved.contains(table.name.as_str());
+                let columns = ensure_table(client, &staging, table, constraints)?;
                 staged_columns.insert(table.name.clone(), columns);
             }
             client.bulk_insert(&staging, table, &load.file.columns, &path)?;
@@ -142,13 +155,9 @@ pub fn load(
                 })
                 .collect();
         let statements = match merge.strategy {
-            MergeStrategy::Upsert | MergeStrategy::InsertOnly => upsert(
-                dataset,
-                &staging,
-                &root,
-                &children,
-                merge.strategy,
-            ),
+            MergeStrategy::Upsert | MergeStrategy::InsertOnly => {
+                upsert(dataset, &staging, &root, &children, merge.strategy)
+            }
             MergeStrategy::DeleteInsert => delete_insert(
                 client.dialect(),
                 dataset,
@@ -158,14 +167,70 @@ pub fn load(
                 &format!("_hw_merge_{i}"),
             ),
             MergeStrategy::Scd2 => {
-                return Err(Error::Config(format!(
-                    "table {}: merge strategy scd2 is not supported yet; use delete-insert, upsert or insert-only",
-                    merge.root.name
-                )))
+                let values = Scd2Values::for_load(merge.root, job.load_id)?;
+                let statements = scd2(
+                    client.dialect(),
+                    dataset,
+                    &staging,
+                    &root,
+                    &children,
+                    &values,
+                    &format!("_hw_scd2_{i}_new"),
+                )?;
+                let context = format!("merging {} (scd2)", merge.root.name);
+                for (statement, params) in &statements.retire {
+                    client.execute(statement, params, &context)?;
+                }
+                crate::crash::point("scd2-retired");
+                for (statement, params) in &statements.insert {
+                    client.execute(statement, params, &context)?;
+                }
+                continue;
             }
         };
         for statement in statements {
             client.execute(&statement, &[], &format!("merging {}", merge.root.name))?;
+        }
+    }
+
+    // Replaces through staging: every final table is emptied, then every one is filled.
+    let mut swaps = Vec::new();
+    for replace in &plan.staged_replaces {
+        let mut chain = Vec::new();
+        for table in replace.chain() {
+            let staged = staged_columns.contains_key(&table.name);
+            if !staged
+                && !final_columns.contains_key(&table.name)
+                && !table_exists(client, dataset, &table.name)?
+            {
+                continue;
+            }
+            chain.push(ChainTable {
+                table,
+                columns: staged_columns.get(&table.name).cloned().unwrap_or_default(),
+                staged,
+            });
+        }
+        let swap = swap(
+            client.dialect(),
+            dataset,
+            &staging,
+            &chain,
+            replace.strategy,
+        );
+        swaps.push((replace.root.name.as_str(), swap));
+    }
+    for (root, swap) in &swaps {
+        for statement in &swap.empty {
+            client.execute(statement, &[], &format!("replacing {root}"))?;
+        }
+    }
+    if !swaps.is_empty() {
+        crate::crash::point("replace-emptied");
+    }
+    for (root, swap) in &swaps {
+        for statement in &swap.fill {
+            client.execute(statement, &[], &format!("replacing {root}"))?;
         }
     }
     for table in plan.staging_tables() {

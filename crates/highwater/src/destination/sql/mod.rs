@@ -1,5 +1,6 @@
 //! SQL shared by the SQL destinations (DuckDB, PostgreSQL): a load plan carried out as
-//! statements, dlt's system tables, the catalog lookups and the merge statements.
+//! statements, dlt's system tables, the catalog lookups, the merge statements (`scd2` in its
+//! own module) and the swaps of replaces through staging.
 //!
 //! A destination supplies a [`SqlClient`]: a connection (usually inside a transaction) that runs
 //! statements with parameters, answers queries, bulk-loads a package file, and names its
@@ -9,6 +10,8 @@
 mod catalog;
 mod load;
 mod merge;
+mod replace;
+mod scd2;
 mod system;
 
 use std::path::Path;
@@ -16,6 +19,8 @@ use std::path::Path;
 pub use catalog::{existing_columns, table_counts, table_exists};
 pub use load::{load, Outcome};
 pub use merge::{delete_insert, direct_merge_deletes, upsert, ChainTable, Statement};
+pub use replace::{swap, Swap};
+pub use scd2::{load_time, scd2, Scd2Statements, Scd2Values};
 pub use system::{ensure_system_tables, is_loaded, recent_loads, restore};
 
 use crate::error::Result;
@@ -71,6 +76,10 @@ pub trait Dialect {
     /// An expression that orders a freshly filled table's rows in load order (`rowid`), so a
     /// merge keeps the last duplicate of a key.
     fn load_order(&self) -> &'static str;
+
+    /// Whether a table can move between schemas (`ALTER TABLE … SET SCHEMA`), which lets a
+    /// `staging-optimized` replace put its staging tables in place without copying them.
+    fn moves_tables(&self) -> bool;
 
     /// `expr` (a `TIMESTAMP WITH TIME ZONE`) as RFC 3339 text in UTC, e.g.
     /// `2024-01-01T00:00:00.000000Z`.
