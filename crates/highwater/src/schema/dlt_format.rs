@@ -787,7 +787,10 @@ mod tests {
         assert_eq!(history.row_version_column().unwrap().name, "name");
         let hashed = &schema.tables["hashed"];
         assert_eq!(hashed.row_version_column().unwrap().name, "_dlt_id");
-        assert_eq!(hashed.columns["_dlt_valid_to"].active_record_timestamp, None);
+        assert_eq!(
+            hashed.columns["_dlt_valid_to"].active_record_timestamp,
+            None
+        );
         assert_eq!(to_stored(&schema), doc, "written back as dlt wrote it");
 
         // Made by highwater, they are written as dlt writes them.

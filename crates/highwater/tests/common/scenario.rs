@@ -235,7 +235,11 @@ pub fn rank_times(tables: &mut BTreeMap<String, TableDump>, columns: &[String]) 
         let mut times: Vec<i64> = table
             .rows
             .iter()
-            .flat_map(|r| columns.iter().filter_map(|c| r.get(c).and_then(Value::as_i64)))
+            .flat_map(|r| {
+                columns
+                    .iter()
+                    .filter_map(|c| r.get(c).and_then(Value::as_i64))
+            })
             .collect();
         times.sort_unstable();
         times.dedup();
