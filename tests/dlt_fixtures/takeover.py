@@ -16,6 +16,8 @@ Scenario options besides generate.py's run keys:
                                         source yields them: dlt's state then holds typed values.
   "resource_state": {...}  (in a run)   state the resource keeps itself while its items pass (and a
                                         source-level "token"); "datetime:<iso>" strings are datetimes.
+  "source_name": "gh"                   the resource runs in a dlt source of that name (which names
+                                        the schema and the source state, not the pipeline).
   "break_paths": false                  the dataset's schema keeps `__` in nested keys, as one first
                                         written by a dlt before 1.4 (use_break_path_on_normalize).
   "legacy_hashes": true                 after run 1 the stored state's unique_hashes are rewritten
@@ -110,6 +112,13 @@ def make_run(scenario, run, folder):
             return item
 
         resource.add_map(keep_state)
+    if scenario.get("source_name"):
+        # a dlt source of its own name: schema and source state are named after it
+        @dlt.source(name=scenario["source_name"])
+        def named_source():
+            return resource
+
+        return named_source()
     return resource
 
 

@@ -78,23 +78,19 @@ pub fn show_state(
     pipeline: &Pipeline,
     resource: Option<&str>,
 ) -> Result<()> {
-    let state = pipeline.local_state()?.unwrap_or(Value::Null);
     // Typed values (a datetime dlt stored as one) as their text.
-    let sources = state
-        .get("sources")
-        .map(highwater::typed_json::untyped)
-        .unwrap_or(json!({}));
     let out = match resource {
         Some(name) => {
             check_resource(config, name)?;
-            sources
-                .get(&config.file.pipeline.name)
-                .and_then(|s| s.get("resources"))
-                .and_then(|r| r.get(name))
-                .cloned()
+            pipeline
+                .resource_state(name)?
+                .map(|s| highwater::typed_json::untyped(&s))
                 .unwrap_or(json!({}))
         }
-        None => sources,
+        None => pipeline
+            .local_state()?
+            .and_then(|state| state.get("sources").map(highwater::typed_json::untyped))
+            .unwrap_or(json!({})),
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

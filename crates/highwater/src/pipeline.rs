@@ -266,6 +266,15 @@ impl Pipeline {
         disk::read_json(&path, "schema").map(Some)
     }
 
+    /// What `resource` keeps in the local state, in the pipeline's default source (see
+    /// [`Source::new`]); `None` before a first run or when the resource keeps nothing.
+    pub fn resource_state(&self, resource: &str) -> Result<Option<Value>> {
+        Ok(self.local_state()?.and_then(|doc| {
+            let source = state::default_schema_name(&doc, &self.name);
+            state::get_resource_state(&doc, source, resource).cloned()
+        }))
+    }
+
     /// Load ids of packages not loaded yet.
     pub fn pending_packages(&self) -> Result<Vec<String>> {
         PackageStore::new(&self.working_dir).pending_ids()
@@ -321,9 +330,6 @@ impl Pipeline {
     /// source, and commit nothing when they find neither.
     fn run_source(&self, source: Source, options: &RunOptions, by_name: bool) -> Result<LoadInfo> {
         let mut source = source;
-        if source.name.is_empty() {
-            source.name = self.name.clone();
-        }
         if !options.resources.is_empty() {
             let names: Vec<&str> = options.resources.iter().map(String::as_str).collect();
             source = source.with_resources(&names)?;
@@ -363,6 +369,11 @@ impl Pipeline {
         };
         if stateless && self.local_schema()?.is_none() {
             self.restore_schema_only()?;
+        }
+        // The pipeline's default source is named after its schema, as dlt's: the pipeline's
+        // name, or the source's of a dataset dlt loaded from a named source.
+        if source.name.is_empty() {
+            source.name = self.schema_name(&run_state);
         }
 
         state::source_state(&mut run_state, &source.name);
@@ -516,7 +527,7 @@ impl Pipeline {
     ) -> Result<RefreshPlan> {
         let mut schema = self
             .local_schema()?
-            .unwrap_or_else(|| Schema::new(&self.name));
+            .unwrap_or_else(|| Schema::new(self.schema_name(run_state)));
         let selected: Vec<&str> = source.resources.iter().map(|r| r.name.as_str()).collect();
         let roots: Vec<String> = schema
             .tables
@@ -585,7 +596,7 @@ impl Pipeline {
             .iter()
             .map(|name| Resource::new(*name, |_| Ok(std::iter::empty())))
             .collect();
-        Source::new(self.name.clone(), resources)
+        Source::new("", resources)
     }
 
     /// Deletes the load packages not loaded yet (a damaged one refuses every run until then),
@@ -650,6 +661,12 @@ impl Pipeline {
             }
             None => Ok(self.new_state()),
         }
+    }
+
+    /// The name of the pipeline's schema and of its default source in `state` (see
+    /// [`state::default_schema_name`]).
+    fn schema_name(&self, state: &Value) -> String {
+        state::default_schema_name(state, &self.name).to_string()
     }
 
     /// A fresh state document.
@@ -791,9 +808,13 @@ impl Pipeline {
         });
         let manifest = package.manifest()?;
         package.check_items(&manifest)?;
+        let schema_name = match &manifest.state {
+            Some(state) => self.schema_name(state),
+            None => self.name.clone(),
+        };
         let mut schema = self
             .local_schema()?
-            .unwrap_or_else(|| Schema::new(&self.name));
+            .unwrap_or_else(|| Schema::new(schema_name));
         let out = package.begin_normalize()?;
         let tables_dir = out.join("tables");
         let naming = self.naming_for(Some(&schema));
@@ -871,7 +892,7 @@ struct RefreshPlan {
 }
 
 impl From<Resource> for Source {
-    /// A lone resource runs in a source named after the pipeline, as in dlt.
+    /// A lone resource runs in the pipeline's default source (see [`Source::new`]), as in dlt.
     fn from(resource: Resource) -> Self {
         Source::new("", vec![resource])
     }

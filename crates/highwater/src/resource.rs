@@ -528,7 +528,9 @@ pub struct Source {
 }
 
 impl Source {
-    /// A source named `name` holding `resources`.
+    /// A source named `name` holding `resources`. An empty name is the pipeline's default
+    /// source, named when it runs after the pipeline's schema, as dlt names it: the pipeline's
+    /// name, or a dlt source's name for a dataset dlt loaded from `@dlt.source(name=…)`.
     pub fn new(name: impl Into<String>, resources: Vec<Resource>) -> Self {
         Source {
             name: name.into(),

@@ -37,6 +37,18 @@ pub fn new_state(pipeline: &str, dataset: &str, destination_type: &str) -> Value
     })
 }
 
+/// The name of the pipeline's schema, which also names its default source (where a lone
+/// resource keeps its state): the state's `default_schema_name`, else `pipeline`. A pipeline of
+/// highwater's own names both after itself; dlt names them after the source a resource ran in
+/// (`@dlt.source(name=…)`), so a dataset dlt loaded that way keeps its source's name.
+pub fn default_schema_name<'a>(state: &'a Value, pipeline: &'a str) -> &'a str {
+    state
+        .get("default_schema_name")
+        .and_then(Value::as_str)
+        .filter(|name| !name.is_empty())
+        .unwrap_or(pipeline)
+}
+
 pub(crate) fn object_entry<'a>(parent: &'a mut Value, key: &str) -> &'a mut Value {
     if !parent.is_object() {
         *parent = Value::Object(Map::new());

@@ -178,9 +178,9 @@ fn take_over(name: &str, kind: Kind, feed: Feed) {
         "the takeover starts without a working directory"
     );
     let run = &scenario["runs"][1];
-    let source = Source::new(pipeline_name, vec![resource_for(&dir, run, feed)]);
+    // The resource runs in the pipeline's default source, as a pipeline file's resources do.
     let info = pipeline
-        .run(source)
+        .run(resource_for(&dir, run, feed))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(
         info.load_ids.len() as u64,
@@ -213,13 +213,25 @@ fn take_over(name: &str, kind: Kind, feed: Feed) {
     );
     let resource = run["resource"].as_str().unwrap();
     let cursor = run["incremental"]["cursor_path"].as_str().unwrap();
+    // dlt names the source state after the source (the pipeline for a lone resource).
+    let source_name = scenario["source_name"].as_str().unwrap_or(pipeline_name);
+    assert_eq!(
+        want["default_schema_name"].as_str(),
+        Some(source_name),
+        "{name}: dlt's schema is named after its source"
+    );
     let path = |s: &Value| -> Value {
-        s["sources"][pipeline_name]["resources"][resource]["incremental"][cursor].clone()
+        s["sources"][source_name]["resources"][resource]["incremental"][cursor].clone()
     };
     let (got, want_inc) = (path(&state), path(want));
     for key in ["initial_value", "last_value", "start_value"] {
         assert_eq!(got[key], want_inc[key], "{name}: incremental {key}");
     }
+    assert_eq!(
+        pipeline.resource_state(resource).unwrap().unwrap()["incremental"][cursor],
+        got,
+        "{name}: the resource's state as `highwater state --resource` shows it"
+    );
     let got_hashes = hashes(&got);
     let want_hashes = hashes(&want_inc);
     assert!(
@@ -229,7 +241,7 @@ fn take_over(name: &str, kind: Kind, feed: Feed) {
     // Everything else of the source's state (what a resource keeps itself) as dlt has it.
     let without_hashes = |s: &Value| -> Value {
         let mut sources = s["sources"].clone();
-        sources[pipeline_name]["resources"][resource]["incremental"][cursor]
+        sources[source_name]["resources"][resource]["incremental"][cursor]
             .as_object_mut()
             .unwrap()
             .remove("unique_hashes");
@@ -252,6 +264,20 @@ fn take_over(name: &str, kind: Kind, feed: Feed) {
         Some(highwater::state::version_hash(&committed).as_str()),
         "{name}: the committed state carries dlt's hash of itself"
     );
+
+    // Every load and schema version is recorded under dlt's schema name (its source's), where
+    // dlt's next run looks for them.
+    let schema_name = expected["schema"]["name"].as_str().unwrap();
+    for table in ["_dlt_loads", "_dlt_version"] {
+        let names = destination.rows(&format!(
+            "SELECT DISTINCT CAST(schema_name AS VARCHAR) FROM {ds}.{table}"
+        ));
+        assert_eq!(
+            names,
+            vec![vec![Value::from(schema_name)]],
+            "{name}: schema names in {table}"
+        );
+    }
 
     // The schema: dlt's stored schema after its second run, read and hashed as dlt does, and
     // highwater's tables and columns as dlt's.
@@ -342,7 +368,8 @@ takeover!(
     mixed_offsets,
     date_cursor,
     float_cursor,
-    old_naming;
+    old_naming,
+    named_source;
     lake: merge_children,
     compound_key,
     append_boundary,
@@ -352,6 +379,7 @@ takeover!(
     date_cursor,
     float_cursor,
     old_naming,
+    named_source,
 );
 
 #[test]
@@ -364,7 +392,7 @@ fn every_takeover_scenario_has_a_test() {
         .collect();
     assert_eq!(
         names.len(),
-        10,
+        11,
         "a new scenario needs a line in takeover!(...): {names:?}"
     );
 }

@@ -17,7 +17,8 @@ use toml::Spanned;
 
 use crate::config::{choice, toml_to_json, LoadedConfig, ResourceConfig};
 
-/// The source of the file's resources (named after the pipeline): the `selected` ones, or all
+/// The source of the file's resources (the pipeline's default source: named after the pipeline,
+/// or after the dlt source of a dataset taken over): the `selected` ones, or all
 /// when none is selected. Only those are built, so an unselected `sql` resource does not connect.
 /// A file resource whose glob matches no file is left out (with a warning), so it commits
 /// nothing; the source may then hold no resource at all.
@@ -31,7 +32,7 @@ pub fn build_source(config: &LoadedConfig, selected: &[String]) -> Result<Source
             resources.extend(build_resource(config, resource)?);
         }
     }
-    Ok(Source::new(config.file.pipeline.name.clone(), resources))
+    Ok(Source::new("", resources))
 }
 
 /// The resource, or `None` for files whose glob matches nothing.

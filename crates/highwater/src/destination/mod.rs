@@ -89,6 +89,17 @@ pub struct Restored {
     pub schema: Option<Schema>,
 }
 
+impl Restored {
+    /// The schema the restored state names as its default (see
+    /// [`crate::state::default_schema_name`]), else `pipeline`'s.
+    pub fn schema_name(&self, pipeline: &str) -> String {
+        match &self.state {
+            Some(state) => crate::state::default_schema_name(state, pipeline).to_string(),
+            None => pipeline.to_string(),
+        }
+    }
+}
+
 /// A table in the destination and its row count (for `info`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableCount {

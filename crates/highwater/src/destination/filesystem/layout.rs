@@ -137,7 +137,7 @@ pub fn precise_time() -> String {
 pub fn load_record(job: &LoadJob<'_>) -> String {
     json!({
         "load_id": job.load_id,
-        "schema_name": job.pipeline,
+        "schema_name": job.schema.name,
         "status": 0,
         "inserted_at": now_text(),
         "schema_version_hash": job.schema.version_hash,

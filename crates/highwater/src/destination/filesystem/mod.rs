@@ -386,18 +386,18 @@ impl FilesystemDestination {
         Ok(())
     }
 
-    fn write_schema(&self, schema: &Schema, pipeline: &str) -> Result<()> {
+    fn write_schema(&self, schema: &Schema) -> Result<()> {
         let hex = layout::hash_hex(&schema.version_hash);
         let known = self
             .names_in(VERSION)?
             .iter()
-            .any(|name| name_parts(name).is_some_and(|(s, _, h)| s == pipeline && h == hex));
+            .any(|name| name_parts(name).is_some_and(|(s, _, h)| s == schema.name && h == hex));
         if known {
             return Ok(());
         }
         let path =
             self.layout
-                .version_file(pipeline, &layout::precise_time(), &schema.version_hash);
+                .version_file(&schema.name, &layout::precise_time(), &schema.version_hash);
         self.write_text(&path, layout::version_record(schema))
     }
 }
@@ -414,10 +414,11 @@ impl Destination for FilesystemDestination {
                 restored.state = Some(decode_from_destination(text)?);
             }
         }
+        let schema_name = restored.schema_name(pipeline);
         let newest_schema = self
             .names_in(VERSION)?
             .into_iter()
-            .filter(|name| name_parts(name).is_some_and(|(s, _, _)| s == pipeline))
+            .filter(|name| name_parts(name).is_some_and(|(s, _, _)| s == schema_name))
             .max_by_key(|name| name_parts(name).map(|(_, t, _)| load_id_key(t)));
         if let Some(name) = newest_schema {
             let path = self.layout.table(VERSION).join(name.as_str());
@@ -443,7 +444,7 @@ impl Destination for FilesystemDestination {
         if !self.exists(&self.layout.init())? {
             self.write_text(&self.layout.init(), layout::INIT.to_string())?;
         }
-        self.write_schema(job.schema, job.pipeline)?;
+        self.write_schema(job.schema)?;
         for table in plan.drop_tables {
             self.delete_table_files(table, None)?;
         }
@@ -478,7 +479,7 @@ impl Destination for FilesystemDestination {
         }
         crate::crash::point("before-commit");
         self.write_text(
-            &self.layout.load_marker(job.pipeline, job.load_id),
+            &self.layout.load_marker(&job.schema.name, job.load_id),
             layout::load_record(job),
         )
     }

@@ -130,7 +130,7 @@ pub fn write_load_rows(client: &mut dyn SqlClient, dataset: &str, job: &LoadJob<
             "SELECT count(*) FROM {} WHERE version_hash = $1 AND schema_name = $2",
             qualified(dataset, "_dlt_version")
         ),
-        &[Param::Text(&schema.version_hash), Param::Text(job.pipeline)],
+        &[Param::Text(&schema.version_hash), Param::Text(&schema.name)],
         "reading _dlt_version",
     )?;
     if known
@@ -147,7 +147,7 @@ pub fn write_load_rows(client: &mut dyn SqlClient, dataset: &str, job: &LoadJob<
             &[
                 Param::Int(schema.version as i64),
                 Param::Int(SCHEMA_ENGINE_VERSION),
-                Param::Text(job.pipeline),
+                Param::Text(&schema.name),
                 Param::Text(&schema.version_hash),
                 Param::Text(&schema.to_stored_json()),
             ],
@@ -179,7 +179,7 @@ pub fn write_load_rows(client: &mut dyn SqlClient, dataset: &str, job: &LoadJob<
         ),
         &[
             Param::Text(job.load_id),
-            Param::Text(job.pipeline),
+            Param::Text(&schema.name),
             Param::Text(&schema.version_hash),
         ],
         "writing _dlt_loads",
@@ -188,7 +188,8 @@ pub fn write_load_rows(client: &mut dyn SqlClient, dataset: &str, job: &LoadJob<
 }
 
 /// The newest committed state of `pipeline` (joined with a completed load, as dlt's restore
-/// does) and its newest stored schema.
+/// does) and the newest stored version of the schema that state names (`default_schema_name`;
+/// dlt names it after the source), else of the schema named after the pipeline.
 pub fn restore(client: &mut dyn SqlClient, dataset: &str, pipeline: &str) -> Result<Restored> {
     let mut restored = Restored::default();
     if table_exists(client, dataset, "_dlt_pipeline_state")?
@@ -211,13 +212,14 @@ pub fn restore(client: &mut dyn SqlClient, dataset: &str, pipeline: &str) -> Res
             restored.state = Some(decode_from_destination(text)?);
         }
     }
+    let schema_name = restored.schema_name(pipeline);
     if table_exists(client, dataset, "_dlt_version")? {
         let rows = client.query(
             &format!(
                 "SELECT schema FROM {} WHERE schema_name = $1 ORDER BY inserted_at DESC, version DESC LIMIT 1",
                 qualified(dataset, "_dlt_version")
             ),
-            &[Param::Text(pipeline)],
+            &[Param::Text(&schema_name)],
             "reading schema",
         )?;
         if let Some(text) = rows
