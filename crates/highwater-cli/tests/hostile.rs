@@ -93,6 +93,7 @@ fn nesting_past_serde_jsons_limit_loads_and_past_highwaters_is_refused_naming_fi
 
     // Deeper than the 10,000 levels highwater reads: refused, nothing changes.
     let state = p.state_file("work");
+    std::fs::remove_file(p.path("data/a.jsonl")).unwrap();
     p.write_data("b.jsonl", &[nested(10), nested(10_001)]);
     let err = failed(&p.run(&[], &[]));
     assert!(err.contains("b.jsonl:2"), "{err}");
