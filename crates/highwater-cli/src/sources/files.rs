@@ -216,6 +216,10 @@ impl Iterator for JsonLines {
             return None;
         }
         match self.read_block() {
+            Ok(Some(bytes)) if self.next_line == 1 && bytes.starts_with(UTF8_BOM) => {
+                self.done = true;
+                Some(Err(byte_order_mark(&self.path)))
+            }
             Ok(Some(bytes)) => {
                 // Parsed later, only where needed (extract passes lines through when it can).
                 // The line ends are found here, on the reading thread.
@@ -234,6 +238,20 @@ impl Iterator for JsonLines {
     }
 }
 
+/// UTF-8's byte order mark: JSON text must not start with one (RFC 8259, section 8.1), and dlt's
+/// JSON reader refuses it.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The refusal of a JSON or JSON Lines file that starts with a byte order mark.
+fn byte_order_mark(file: &str) -> Error {
+    Error::InvalidJson {
+        location: format!("{file}:1"),
+        message: "the file starts with a UTF-8 byte order mark (BOM), which JSON does not allow \
+                  (dlt refuses it too): save it as UTF-8 without a BOM"
+            .into(),
+    }
+}
+
 /// Reads a JSON document: an array's elements are items (each with its line), or the one object.
 fn read_json_document(path: &Path) -> Result<Vec<Item>, Error> {
     let mut bytes = Vec::new();
@@ -241,6 +259,9 @@ fn read_json_document(path: &Path) -> Result<Vec<Item>, Error> {
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io("reading", path, e))?;
     let file: Arc<str> = Arc::from(path.display().to_string());
+    if bytes.starts_with(UTF8_BOM) {
+        return Err(byte_order_mark(&file));
+    }
     let invalid = |offset: usize, message: String| Error::InvalidJson {
         location: format!("{}:{}", file, line_at(&bytes, offset)),
         message,
@@ -594,5 +615,35 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("a.jsonl:2: invalid JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_refused_in_json_and_skipped_in_csv() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, format) in [("a.jsonl", FileFormat::Jsonl), ("b.json", FileFormat::Json)] {
+            std::fs::write(dir.path().join(name), b"\xEF\xBB\xBF{\"a\": 1}\n").unwrap();
+            let err = values(file_resource(
+                "r",
+                dir.path().join(name),
+                format,
+                false,
+                CsvOptions::default(),
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(&format!("{name}:1: invalid JSON")), "{err}");
+            assert!(err.contains("byte order mark"), "{err}");
+        }
+        // A CSV file's is skipped, as pandas (under dlt's read_csv) skips it.
+        std::fs::write(dir.path().join("c.csv"), b"\xEF\xBB\xBFid,name\n1,a\n").unwrap();
+        let rows = values(file_resource(
+            "r",
+            dir.path().join("c.csv"),
+            FileFormat::Csv,
+            false,
+            CsvOptions::default(),
+        ))
+        .unwrap();
+        assert_eq!(rows[0].0, serde_json::json!({"id": 1, "name": "a"}));
     }
 }
