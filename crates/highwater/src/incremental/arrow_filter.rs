@@ -11,9 +11,8 @@ use arrow::record_batch::RecordBatch;
 
 use serde_json::Value;
 
-use super::{
-    Bound, CursorKind, CursorValue, IncrementalRun, LastValueFunc, OnCursorMissing, StoredForm,
-};
+use super::stored::StoredForm;
+use super::{Bound, CursorKind, CursorValue, IncrementalRun, LastValueFunc, OnCursorMissing};
 use crate::error::Result;
 use crate::typed_json::{self, Marker};
 
