@@ -90,17 +90,7 @@ pub fn get_resource_state<'a>(state: &'a Value, source: &str, resource: &str) ->
 /// dlt's `_version_hash` of a state: base64 of sha3-256 over the typed JSON of the state
 /// without `_local` and the version fields, keys sorted (dlt's `generate_state_version_hash`).
 pub fn version_hash(state: &Value) -> String {
-    let mut content = state.clone();
-    if let Value::Object(map) = &mut content {
-        for key in [
-            "_local",
-            "_state_version",
-            "_state_engine_version",
-            "_version_hash",
-        ] {
-            map.remove(key);
-        }
-    }
+    let content = hashed_content(state);
     typed_json::sha3_b64(&typed_json::canonical(&content))
 }
 
@@ -169,9 +159,8 @@ pub fn migrate_local(mut state: Value) -> Value {
     state
 }
 
-/// The hash highwater gave states before it used dlt's: sha-256 of serde_json's text.
-fn legacy_version_hash(state: &Value) -> String {
-    use sha2::{Digest, Sha256};
+/// A state without `_local` and the version fields: what its version hash covers.
+fn hashed_content(state: &Value) -> Value {
     let mut content = state.clone();
     if let Value::Object(map) = &mut content {
         for key in [
@@ -183,6 +172,13 @@ fn legacy_version_hash(state: &Value) -> String {
             map.remove(key);
         }
     }
+    content
+}
+
+/// The hash highwater gave states before it used dlt's: sha-256 of serde_json's text.
+fn legacy_version_hash(state: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let content = hashed_content(state);
     STANDARD.encode(Sha256::digest(content.to_string().as_bytes()))
 }
 

@@ -3,6 +3,7 @@
 //! state and the local state as they were; the same pipeline finishes the work once the
 //! destination is back. One suite over every destination.
 
+#[macro_use]
 mod common;
 
 use highwater::destination::FilesystemConfig;
@@ -11,23 +12,8 @@ use serde_json::{json, Value};
 
 use common::destinations::{Kind, TestDestination};
 
-/// `mod $test { fn duckdb() … }`: the test function `$test(kind)` once per listed destination.
-macro_rules! on {
-    ($test:ident: $($kind:ident),*) => {
-        mod $test {
-            $(
-                #[test]
-                #[allow(non_snake_case)]
-                fn $kind() {
-                    super::$test(super::Kind::$kind);
-                }
-            )*
-        }
-    };
-}
-
-on!(an_unreachable_or_refusing_destination_changes_nothing: DuckDb, Postgres, Filesystem, S3);
-on!(a_table_altered_to_a_clashing_type_is_a_named_error: DuckDb, Postgres);
+on!(an_unreachable_or_refusing_destination_changes_nothing: duckdb, postgres, filesystem, s3);
+on!(a_table_altered_to_a_clashing_type_is_a_named_error: duckdb, postgres);
 // A lake has no table to alter: each load writes new files in the schema's types, and readers
 // take a changed type file by file (`union_by_name`), so there is no clash to refuse.
 

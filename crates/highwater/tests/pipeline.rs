@@ -4,6 +4,7 @@
 //! skip the filesystem, which appends them (its own test says so); tests of the working
 //! directory alone run once, on DuckDB.
 
+#[macro_use]
 mod common;
 
 use std::sync::mpsc;
@@ -13,24 +14,6 @@ use serde_json::{json, Value};
 
 use common::destinations::{Kind, TestDestination};
 use common::pipeline;
-
-/// `mod $test { fn duckdb() … }`: the test function `$test(kind)` once per listed destination.
-macro_rules! on {
-    ($test:ident: $($kind:ident),+) => {
-        mod $test {
-            $(
-                #[test]
-                fn $kind() {
-                    super::$test(on!(@kind $kind));
-                }
-            )+
-        }
-    };
-    (@kind duckdb) => { super::Kind::DuckDb };
-    (@kind postgres) => { super::Kind::Postgres };
-    (@kind filesystem) => { super::Kind::Filesystem };
-    (@kind s3) => { super::Kind::S3 };
-}
 
 /// A fresh destination of `kind` and its pipeline `name` (dataset `data`), in `dir`.
 fn setup(kind: Kind, dir: &std::path::Path, name: &str) -> (TestDestination, highwater::Pipeline) {

@@ -4,6 +4,7 @@
 //! table while the load stands where the old rows are gone from its own view: it sees the old
 //! rows, or (waiting for the swap's lock) the new ones.
 
+#[macro_use]
 mod common;
 
 use std::cell::RefCell;
@@ -17,29 +18,10 @@ use serde_json::{json, Value};
 
 use common::destinations::{Kind, TestDestination};
 
-macro_rules! on_sql_destinations {
-    ($($test:ident),* $(,)?) => {
-        $(
-            mod $test {
-                #[test]
-                fn duckdb() {
-                    super::$test(super::Kind::DuckDb);
-                }
-                #[test]
-                fn postgres() {
-                    super::$test(super::Kind::Postgres);
-                }
-            }
-        )*
-    };
-}
-
-on_sql_destinations!(
-    truncate_and_insert,
-    insert_from_staging,
-    staging_optimized,
-    a_resource_strategy_overrides_the_pipelines,
-);
+on!(truncate_and_insert: duckdb, postgres);
+on!(insert_from_staging: duckdb, postgres);
+on!(staging_optimized: duckdb, postgres);
+on!(a_resource_strategy_overrides_the_pipelines: duckdb, postgres);
 
 /// A connection of its own to the destination's database, as another application has.
 enum Reader {

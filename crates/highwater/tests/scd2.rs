@@ -3,6 +3,7 @@
 //! rows of each version, dlt's options, merge keys with an incremental, and the refusals (bad
 //! options, Arrow items without a version column, the filesystem destination).
 
+#[macro_use]
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,31 +16,11 @@ use serde_json::{json, Value};
 use common::destinations::{Kind, TestDestination};
 use common::timestamp_micros;
 
-/// `mod $test { fn duckdb() … fn postgres() … }`.
-macro_rules! on_sql_destinations {
-    ($($test:ident),* $(,)?) => {
-        $(
-            mod $test {
-                #[test]
-                fn duckdb() {
-                    super::$test(super::Kind::DuckDb);
-                }
-                #[test]
-                fn postgres() {
-                    super::$test(super::Kind::Postgres);
-                }
-            }
-        )*
-    };
-}
-
-on_sql_destinations!(
-    four_runs_keep_every_version_with_exact_intervals,
-    active_record_and_boundary_timestamps_date_the_versions,
-    a_version_column_makes_versions_only_when_it_changes,
-    a_merge_key_retires_only_the_keys_an_incremental_load_holds,
-    bad_options_are_refused_before_anything_is_extracted,
-);
+on!(four_runs_keep_every_version_with_exact_intervals: duckdb, postgres);
+on!(active_record_and_boundary_timestamps_date_the_versions: duckdb, postgres);
+on!(a_version_column_makes_versions_only_when_it_changes: duckdb, postgres);
+on!(a_merge_key_retires_only_the_keys_an_incremental_load_holds: duckdb, postgres);
+on!(bad_options_are_refused_before_anything_is_extracted: duckdb, postgres);
 
 fn setup(kind: Kind, dir: &std::path::Path) -> (TestDestination, highwater::Pipeline) {
     let destination = TestDestination::new(kind, dir);

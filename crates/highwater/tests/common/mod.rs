@@ -3,6 +3,26 @@
 
 #![allow(dead_code)]
 
+/// `on!(test: duckdb, postgres)`: `mod test { #[test] fn duckdb() … }` — the test function
+/// `test(kind)` once per listed destination (`duckdb`, `postgres`, `filesystem`, `s3`).
+#[allow(unused_macros)] // not every suite runs over destinations
+macro_rules! on {
+    ($test:ident: $($kind:ident),+ $(,)?) => {
+        mod $test {
+            $(
+                #[test]
+                fn $kind() {
+                    super::$test(on!(@kind $kind));
+                }
+            )+
+        }
+    };
+    (@kind duckdb) => { super::Kind::DuckDb };
+    (@kind postgres) => { super::Kind::Postgres };
+    (@kind filesystem) => { super::Kind::Filesystem };
+    (@kind s3) => { super::Kind::S3 };
+}
+
 pub mod destinations;
 pub mod pg;
 pub mod s3;
