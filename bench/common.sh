@@ -1,13 +1,17 @@
 # Sourced by the bench scripts. Sets repo, shared (../shared), cache (generated data) and
 # CARGO_TARGET_DIR (default ~/.cache/highwater-target, as .ci/run), builds the release binary
-# once and sets bin to it.
+# once and sets bin to it (or takes HIGHWATER_BIN, a binary built before, without building).
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 shared=${SHARED_DIR:-$repo/../shared}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/highwater-target}
 cache=${BENCH_CACHE:-$HOME/.cache/highwater-bench}
 mkdir -p "$cache"
-cargo build --release --workspace --all-targets --manifest-path "$repo/Cargo.toml" >&2
-bin="$CARGO_TARGET_DIR/release/highwater"
+if [ -n "${HIGHWATER_BIN:-}" ]; then
+  bin=$HIGHWATER_BIN
+else
+  cargo build --release --workspace --all-targets --manifest-path "$repo/Cargo.toml" >&2
+  bin="$CARGO_TARGET_DIR/release/highwater"
+fi
 
 # `measure LABEL ROWS COMMAND...` runs COMMAND as a whole process and prints its wall seconds,
 # ROWS per second (unless ROWS is "-") and peak RSS. Output of the command goes to $work/out and
