@@ -14,7 +14,9 @@ use duckdb::Connection;
 use serde::Deserialize;
 
 use super::plan::{LoadPlan, MergeMode};
-use super::sql::{self, column_list, first_line, Dialect, Outcome, Param, SqlClient, SqlValue};
+use super::sql::{
+    self, column_list, first_line, Dialect, Outcome, Param, RowOrder, SqlClient, SqlValue,
+};
 use super::{Capabilities, Destination, LoadJob, LoadRecord, Restored, TableCount};
 use crate::error::{Error, Result};
 use crate::schema::{Column, DataType, MergeStrategy, ReplaceStrategy, Table};
@@ -284,17 +286,31 @@ fn machine_memory_mib() -> Option<u64> {
     }
 }
 
-/// DuckDB threads for a load on a machine with `cores` cores. On two cores one thread loads
-/// faster than two: in 8 alternating pairs of the benchmark's 10 % second run the load took
-/// 1.56 s against 1.75 s, and the 1,000,000-event first run's load 11.1–11.4 s against
-/// 12.0–13.1 s. The second thread mostly waits for work (a package file of one row group is read
-/// by one thread) and takes CPU from the one that has it. Larger machines keep DuckDB's
-/// default, a thread per core.
-fn load_threads(cores: usize) -> usize {
-    if cores <= 2 {
-        1
-    } else {
-        cores
+/// DuckDB threads for the inserts of a load on a machine with `cores` cores, unless configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LoadThreads {
+    /// For inserts that keep the file's row order ([`RowOrder::Kept`]) and the merges. On two
+    /// cores one thread loads faster than two: in 8 alternating pairs of the benchmark's 10 %
+    /// second run the load took 1.56 s against 1.75 s, and the 1,000,000-event first run's load
+    /// 11.1–11.4 s against 12.0–13.1 s. The second thread mostly waits for work (a package file
+    /// of one row group is read by one thread, in order) and takes CPU from the one that has it.
+    /// Larger machines keep DuckDB's default, a thread per core.
+    kept: usize,
+    /// For inserts into a table the load created ([`RowOrder::Free`]), run without
+    /// `preserve_insertion_order`: then DuckDB reads and writes a file's row groups on every
+    /// core.
+    free: usize,
+}
+
+impl LoadThreads {
+    fn new(configured: Option<usize>, cores: usize) -> LoadThreads {
+        match configured {
+            Some(n) => LoadThreads { kept: n, free: n },
+            None => LoadThreads {
+                kept: if cores <= 2 { 1 } else { cores },
+                free: cores,
+            },
+        }
     }
 }
 
@@ -361,6 +377,9 @@ impl duckdb::ToSql for Param<'_> {
 struct DuckDbClient<'a> {
     conn: &'a Connection,
     path: &'a Path,
+    /// The load's threads, which inserts in free order change and restore; `None` outside
+    /// loads and on an application's shared database (its settings stay as they are).
+    threads: Option<LoadThreads>,
 }
 
 impl DuckDbClient<'_> {
@@ -370,6 +389,18 @@ impl DuckDbClient<'_> {
             context,
             source: Box::new(e),
         }
+    }
+
+    /// Sets whether inserts keep the file's row order, and the threads they use.
+    fn set_order(&mut self, preserve: bool, threads: usize) -> Result<()> {
+        // SET takes no parameters: both values are plain numbers and booleans.
+        self.execute(
+            &format!("SET preserve_insertion_order = {preserve}"),
+            &[],
+            "setting preserve_insertion_order",
+        )?;
+        self.execute(&format!("SET threads = {threads}"), &[], "setting threads")?;
+        Ok(())
     }
 }
 
@@ -440,16 +471,29 @@ impl SqlClient for DuckDbClient<'_> {
         table: &Table,
         columns: &[String],
         file: &Path,
+        order: RowOrder,
     ) -> Result<()> {
         let target = sql::qualified(schema, &table.name);
         let cols = column_list(columns.iter().map(String::as_str));
         let statement = format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM read_parquet(?)");
         let path = file.to_string_lossy().to_string();
         let started = Instant::now();
-        self.conn
+        let free = match (order, self.threads) {
+            (RowOrder::Free, Some(threads)) => Some(threads),
+            _ => None,
+        };
+        if let Some(threads) = free {
+            self.set_order(false, threads.free)?;
+        }
+        let inserted = self
+            .conn
             .execute(&statement, [path])
-            .map_err(|e| self.err(format!("loading {} into {target}", file.display()), e))?;
-        tracing::debug!(elapsed = ?started.elapsed(), file = %file.display(), "inserted into {target}");
+            .map_err(|e| self.err(format!("loading {} into {target}", file.display()), e));
+        if let Some(threads) = free {
+            self.set_order(true, threads.kept)?;
+        }
+        inserted?;
+        tracing::debug!(elapsed = ?started.elapsed(), file = %file.display(), ?order, "inserted into {target}");
         Ok(())
     }
 }
@@ -569,32 +613,40 @@ impl DuckDbDestination {
         DuckDbClient {
             conn: &self.conn,
             path: &self.config.path,
+            threads: None,
         }
     }
 
-    /// The load's settings: memory limit by load kind and table width, threads by machine.
+    /// The threads of a load; `None` on an application's shared database, whose settings stay
+    /// the application's.
+    fn load_threads(&self) -> Option<LoadThreads> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match self.config.shared {
+            Some(_) => None,
+            None => Some(LoadThreads::new(self.config.threads, cores)),
+        }
+    }
+
+    /// The load's settings: memory limit by load kind and table width, threads by machine,
+    /// insertion order kept (inserts into tables the load creates free it for themselves).
     fn configure(&self, memory_mib: Option<u64>) -> Result<()> {
-        if self.config.shared.is_some() {
+        let Some(threads) = self.load_threads() else {
             // The application's database keeps the application's settings.
             return Ok(());
-        }
+        };
         let limit = match (memory_mib, &self.config.memory_limit) {
             (Some(mib), _) => format!("{mib}MB"),
             (None, Some(configured)) => configured.clone(),
             (None, None) => format!("{INSERT_MEMORY_MIB}MB"),
         };
-        let threads = self.config.threads.unwrap_or_else(|| {
-            load_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
-        });
-        // SET takes no parameters: the limit was checked to be a plain size, threads a number.
+        // SET takes no parameters: the limit was checked to be a plain size.
         let mut client = self.client();
         client.execute(
             &format!("SET memory_limit = '{limit}'"),
             &[],
             "setting memory_limit",
         )?;
-        client.execute(&format!("SET threads = {threads}"), &[], "setting threads")?;
-        Ok(())
+        client.set_order(true, threads.kept)
     }
 
     /// Loads `job` with `mode` in one transaction, with the memory limit sized to it and grown
@@ -639,6 +691,7 @@ impl DuckDbDestination {
         self.configure(memory_mib)?;
         let destination = self.describe();
         let path = self.config.path.clone();
+        let threads = self.load_threads();
         let tx = self.conn.transaction().map_err(|e| Error::Destination {
             destination: destination.clone(),
             context: "starting the load transaction".into(),
@@ -647,6 +700,7 @@ impl DuckDbDestination {
         let mut client = DuckDbClient {
             conn: &tx,
             path: &path,
+            threads,
         };
         let outcome = sql::load(&mut client, &self.dataset, &destination, plan, job)?;
         if outcome == Outcome::Loaded {
@@ -695,10 +749,85 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_load_thread_on_two_cores_else_one_per_core() {
-        assert_eq!(load_threads(1), 1);
-        assert_eq!(load_threads(2), 1);
-        assert_eq!(load_threads(8), 8);
+    fn ordered_inserts_take_one_thread_on_two_cores_free_ones_every_core() {
+        let two = LoadThreads::new(None, 2);
+        assert_eq!((two.kept, two.free), (1, 2));
+        assert_eq!(LoadThreads::new(None, 1), LoadThreads { kept: 1, free: 1 });
+        assert_eq!(LoadThreads::new(None, 8), LoadThreads { kept: 8, free: 8 });
+        // Configured threads are used for every insert.
+        assert_eq!(
+            LoadThreads::new(Some(3), 2),
+            LoadThreads { kept: 3, free: 3 }
+        );
+    }
+
+    #[test]
+    fn inserts_in_free_order_use_every_thread_then_restore_the_load_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.parquet");
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (a BIGINT)").unwrap();
+        conn.execute(
+            "COPY (SELECT range AS a FROM range(200000)) TO ? (FORMAT parquet, ROW_GROUP_SIZE 50000)",
+            [file.to_string_lossy().to_string()],
+        )
+        .unwrap();
+        let path = PathBuf::from(IN_MEMORY);
+        let mut client = DuckDbClient {
+            conn: &conn,
+            path: &path,
+            threads: Some(LoadThreads { kept: 1, free: 2 }),
+        };
+        client.set_order(true, 1).unwrap();
+        let table = Table::new("t");
+        let columns = ["a".to_string()];
+        client
+            .bulk_insert("main", &table, &columns, &file, RowOrder::Free)
+            .unwrap();
+        client
+            .bulk_insert("main", &table, &columns, &file, RowOrder::Kept)
+            .unwrap();
+        let settings: (bool, i64) = conn
+            .query_row(
+                "SELECT current_setting('preserve_insertion_order'), current_setting('threads')",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            settings,
+            (true, 1),
+            "the settings of ordered inserts are back"
+        );
+        let (rows, sum): (i64, i64) = conn
+            .query_row("SELECT count(*), sum(a)::BIGINT FROM t", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((rows, sum), (400_000, 2 * (200_000 * 199_999 / 2)));
+        // The ordered insert kept the file's order after the free one.
+        let out_of_order: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM (SELECT a, lag(a) OVER (ORDER BY rowid) AS before FROM t \
+                 WHERE rowid >= 200000) WHERE a < before",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(out_of_order, 0);
+        // A failed free insert restores them too.
+        let missing = dir.path().join("missing.parquet");
+        assert!(client
+            .bulk_insert("main", &table, &columns, &missing, RowOrder::Free)
+            .is_err());
+        let preserved: bool = conn
+            .query_row(
+                "SELECT current_setting('preserve_insertion_order')",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert!(preserved);
     }
 
     #[test]

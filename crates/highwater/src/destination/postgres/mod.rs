@@ -22,7 +22,9 @@ use serde::Deserialize;
 
 use self::tls::SslMode;
 use super::plan::{LoadPlan, MergeMode};
-use super::sql::{self, column_list, first_line, Dialect, Outcome, Param, SqlClient, SqlValue};
+use super::sql::{
+    self, column_list, first_line, Dialect, Outcome, Param, RowOrder, SqlClient, SqlValue,
+};
 use super::{Capabilities, Destination, LoadJob, LoadRecord, Restored, TableCount};
 use crate::error::{Error, Result};
 use crate::schema::{Column, DataType, MergeStrategy, ReplaceStrategy, Table};
@@ -438,6 +440,8 @@ impl<C: GenericClient> SqlClient for PgClient<'_, C> {
         table: &Table,
         columns: &[String],
         file: &Path,
+        // COPY keeps the file's order either way, at the same cost.
+        _order: RowOrder,
     ) -> Result<()> {
         let started = Instant::now();
         let target = sql::qualified(schema, &table.name);

@@ -7,7 +7,9 @@ use super::merge::{delete_insert, direct_merge_deletes, upsert, ChainTable};
 use super::replace::{moves_staging_tables, swap};
 use super::scd2::{scd2, Scd2Values};
 use super::system::{check_state_base, ensure_system_tables, write_load_rows};
-use super::{column_list, qualified, quote, staging_dataset, Dialect, Param, SqlClient, SqlValue};
+use super::{
+    column_list, qualified, quote, staging_dataset, Dialect, Param, RowOrder, SqlClient, SqlValue,
+};
 use crate::destination::plan::{LoadPlan, Merge, Target};
 use crate::destination::LoadJob;
 use crate::error::{Error, Result};
@@ -44,9 +46,14 @@ pub fn load(
         )?;
     }
     let mut final_columns: HashMap<String, Vec<String>> = HashMap::new();
+    // Final tables this load creates: filled in any row order (see `RowOrder::Free`).
+    let mut created: HashSet<&str> = HashSet::new();
     for table in &plan.tables {
-        let columns = ensure_table(client, dataset, table, true)?;
+        let (columns, new) = ensure_table(client, dataset, table, true)?;
         final_columns.insert(table.name.clone(), columns);
+        if new {
+            created.insert(table.name.as_str());
+        }
     }
     for table in &plan.truncate {
         if table_exists(client, dataset, table)? {
@@ -90,12 +97,13 @@ pub fn load(
         if load.target == Target::Staging {
             if !staged_columns.contains_key(&table.name) {
                 let constraints = moved.contains(table.name.as_str());
-                let columns = ensure_table(client, &staging, table, constraints)?;
+                let (columns, _) = ensure_table(client, &staging, table, constraints)?;
                 staged_columns.insert(table.name.clone(), columns);
             }
-            client.bulk_insert(&staging, table, &load.file.columns, &path)?;
+            client.bulk_insert(&staging, table, &load.file.columns, &path, RowOrder::Kept)?;
         } else {
-            client.bulk_insert(dataset, table, &load.file.columns, &path)?;
+            let order = final_order(&created, &table.name);
+            client.bulk_insert(dataset, table, &load.file.columns, &path, order)?;
         }
         (job.on_file_loaded)(load.file.rows);
     }
@@ -125,7 +133,8 @@ pub fn load(
     {
         let table = table_of(job, &load.file.table)?;
         let path = job.files_dir.join(&load.file.file);
-        client.bulk_insert(dataset, table, &load.file.columns, &path)?;
+        let order = final_order(&created, &table.name);
+        client.bulk_insert(dataset, table, &load.file.columns, &path, order)?;
         (job.on_file_loaded)(load.file.rows);
     }
 
@@ -250,6 +259,16 @@ fn table_of<'a>(job: &'a LoadJob<'_>, name: &str) -> Result<&'a Table> {
     })
 }
 
+/// The row order of a bulk insert into the final table `table`: free when this load created
+/// the table.
+fn final_order(created: &HashSet<&str>, table: &str) -> RowOrder {
+    if created.contains(table) {
+        RowOrder::Free
+    } else {
+        RowOrder::Kept
+    }
+}
+
 fn drop_staging_table(client: &mut dyn SqlClient, staging: &str, table: &str) -> Result<()> {
     client.execute(
         &format!("DROP TABLE IF EXISTS {}", qualified(staging, table)),
@@ -260,14 +279,15 @@ fn drop_staging_table(client: &mut dyn SqlClient, staging: &str, table: &str) ->
 }
 
 /// Creates `table` in `schema`, or adds the columns it lacks (compared with the database's
-/// catalog, not only the local schema). Returns the columns it has. `constraints` puts NOT
-/// NULL on the columns that are not nullable (final tables; staging takes any row).
+/// catalog, not only the local schema). Returns the columns it has and whether it was created.
+/// `constraints` puts NOT NULL on the columns that are not nullable (final tables; staging
+/// takes any row).
 fn ensure_table(
     client: &mut dyn SqlClient,
     schema: &str,
     table: &Table,
     constraints: bool,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, bool)> {
     match existing_columns(client, schema, &table.name)? {
         None => {
             let defs: Vec<String> = table
@@ -284,7 +304,7 @@ fn ensure_table(
                 &[],
                 &format!("creating table {}", table.name),
             )?;
-            Ok(table.columns.keys().cloned().collect())
+            Ok((table.columns.keys().cloned().collect(), true))
         }
         Some(mut existing) => {
             for column in table.columns.values() {
@@ -303,7 +323,7 @@ fn ensure_table(
                 )?;
                 existing.push(column.name.clone());
             }
-            Ok(existing)
+            Ok((existing, false))
         }
     }
 }

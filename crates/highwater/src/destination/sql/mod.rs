@@ -102,14 +102,27 @@ pub trait SqlClient {
         context: &str,
     ) -> Result<Vec<Vec<SqlValue>>>;
 
-    /// Bulk-loads the package file `file` (Parquet holding `columns`) into `schema.table`.
+    /// Bulk-loads the package file `file` (Parquet holding `columns`) into `schema.table`,
+    /// keeping the file's row order unless `order` frees it.
     fn bulk_insert(
         &mut self,
         schema: &str,
         table: &Table,
         columns: &[String],
         file: &Path,
+        order: RowOrder,
     ) -> Result<()>;
+}
+
+/// Whether a bulk insert must keep the rows in the file's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowOrder {
+    /// In file order: staging (a merge keeps the last duplicate of a key, by load order) and
+    /// tables that existed before the load (whose later merges find rows where they expect).
+    Kept,
+    /// In any order: a final table created by this load, which nothing reads in load order, so
+    /// a destination may fill it on several threads.
+    Free,
 }
 
 /// The staging dataset of `dataset`, where merges load first (dlt's `<dataset>_staging`).
