@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::plan::{LoadPlan, MergeMode};
 use super::sql::{
-    self, column_list, first_line, Dialect, Outcome, Param, RowOrder, SqlClient, SqlValue,
+    self, column_list, first_line, BulkFile, Dialect, Outcome, Param, RowOrder, SqlClient, SqlValue,
 };
 use super::{Capabilities, Destination, LoadJob, LoadRecord, Restored, TableCount};
 use crate::error::{Error, Result};
@@ -469,14 +469,37 @@ impl SqlClient for DuckDbClient<'_> {
         &mut self,
         schema: &str,
         table: &Table,
-        columns: &[String],
-        file: &Path,
+        files: &[BulkFile<'_>],
         order: RowOrder,
     ) -> Result<()> {
         let target = sql::qualified(schema, &table.name);
-        let cols = column_list(columns.iter().map(String::as_str));
-        let statement = format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM read_parquet(?)");
-        let path = file.to_string_lossy().to_string();
+        // One statement reads every file, in the list's order; files with other columns than
+        // the first are matched by name (a column a file lacks is NULL in its rows).
+        let mut columns: Vec<&str> = Vec::new();
+        for file in files {
+            for column in file.columns {
+                if !columns.contains(&column.as_str()) {
+                    columns.push(column);
+                }
+            }
+        }
+        let cols = column_list(columns);
+        let source = match files.len() {
+            1 => "read_parquet(?)".to_string(),
+            n => format!(
+                "read_parquet([{}], union_by_name = true)",
+                vec!["?"; n].join(", ")
+            ),
+        };
+        let statement = format!("INSERT INTO {target} ({cols}) SELECT {cols} FROM {source}");
+        let paths: Vec<String> = files
+            .iter()
+            .map(|f| f.path.to_string_lossy().to_string())
+            .collect();
+        let described = match files {
+            [file] => file.path.display().to_string(),
+            _ => format!("{} files", files.len()),
+        };
         let started = Instant::now();
         let free = match (order, self.threads) {
             (RowOrder::Free, Some(threads)) => Some(threads),
@@ -487,13 +510,13 @@ impl SqlClient for DuckDbClient<'_> {
         }
         let inserted = self
             .conn
-            .execute(&statement, [path])
-            .map_err(|e| self.err(format!("loading {} into {target}", file.display()), e));
+            .execute(&statement, duckdb::params_from_iter(&paths))
+            .map_err(|e| self.err(format!("loading {described} into {target}"), e));
         if let Some(threads) = free {
             self.set_order(true, threads.kept)?;
         }
         inserted?;
-        tracing::debug!(elapsed = ?started.elapsed(), file = %file.display(), ?order, "inserted into {target}");
+        tracing::debug!(elapsed = ?started.elapsed(), files = ?paths, ?order, "inserted into {target}");
         Ok(())
     }
 }
@@ -766,7 +789,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.parquet");
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t (a BIGINT)").unwrap();
+        conn.execute_batch("CREATE TABLE t (a BIGINT, b VARCHAR)")
+            .unwrap();
         conn.execute(
             "COPY (SELECT range AS a FROM range(200000)) TO ? (FORMAT parquet, ROW_GROUP_SIZE 50000)",
             [file.to_string_lossy().to_string()],
@@ -780,12 +804,13 @@ mod tests {
         };
         client.set_order(true, 1).unwrap();
         let table = Table::new("t");
-        let columns = ["a".to_string()];
+        let a = ["a".to_string()];
+        let files = [BulkFile {
+            path: file.clone(),
+            columns: &a,
+        }];
         client
-            .bulk_insert("main", &table, &columns, &file, RowOrder::Free)
-            .unwrap();
-        client
-            .bulk_insert("main", &table, &columns, &file, RowOrder::Kept)
+            .bulk_insert("main", &table, &files, RowOrder::Free)
             .unwrap();
         let settings: (bool, i64) = conn
             .query_row(
@@ -804,21 +829,15 @@ mod tests {
                 Ok((row.get(0)?, row.get(1)?))
             })
             .unwrap();
-        assert_eq!((rows, sum), (400_000, 2 * (200_000 * 199_999 / 2)));
-        // The ordered insert kept the file's order after the free one.
-        let out_of_order: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM (SELECT a, lag(a) OVER (ORDER BY rowid) AS before FROM t \
-                 WHERE rowid >= 200000) WHERE a < before",
-                [],
-                |row| row.get(0),
-            )
-            .unwrap();
-        assert_eq!(out_of_order, 0);
+        assert_eq!((rows, sum), (200_000, 200_000 * 199_999 / 2));
+
         // A failed free insert restores them too.
-        let missing = dir.path().join("missing.parquet");
+        let missing = [BulkFile {
+            path: dir.path().join("missing.parquet"),
+            columns: &a,
+        }];
         assert!(client
-            .bulk_insert("main", &table, &columns, &missing, RowOrder::Free)
+            .bulk_insert("main", &table, &missing, RowOrder::Free)
             .is_err());
         let preserved: bool = conn
             .query_row(
@@ -828,6 +847,56 @@ mod tests {
             )
             .unwrap();
         assert!(preserved);
+    }
+
+    #[test]
+    fn one_insert_loads_files_of_other_columns_in_the_order_of_the_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (a BIGINT, b VARCHAR)")
+            .unwrap();
+        let first = dir.path().join("1.parquet");
+        let second = dir.path().join("2.parquet");
+        conn.execute(
+            "COPY (SELECT range AS a FROM range(100000)) TO ? (FORMAT parquet, ROW_GROUP_SIZE 10000)",
+            [first.to_string_lossy().to_string()],
+        )
+        .unwrap();
+        conn.execute(
+            "COPY (SELECT 'x' || range AS b, range + 100000 AS a FROM range(100000)) TO ? (FORMAT parquet, ROW_GROUP_SIZE 10000)",
+            [second.to_string_lossy().to_string()],
+        )
+        .unwrap();
+        let path = PathBuf::from(IN_MEMORY);
+        let mut client = DuckDbClient {
+            conn: &conn,
+            path: &path,
+            threads: Some(LoadThreads { kept: 2, free: 2 }),
+        };
+        client.set_order(true, 2).unwrap();
+        let (a, ba) = (["a".to_string()], ["b".to_string(), "a".to_string()]);
+        let files = [
+            BulkFile {
+                path: second,
+                columns: &ba,
+            },
+            BulkFile {
+                path: first,
+                columns: &a,
+            },
+        ];
+        client
+            .bulk_insert("main", &Table::new("t"), &files, RowOrder::Kept)
+            .unwrap();
+        let (rows, with_b, out_of_order): (i64, i64, i64) = conn
+            .query_row(
+                "SELECT count(*), count(b), count(*) FILTER (WHERE a <> CASE WHEN rowid < 100000 \
+                 THEN rowid + 100000 ELSE rowid - 100000 END) FROM t",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((rows, with_b, out_of_order), (200_000, 100_000, 0));
     }
 
     #[test]

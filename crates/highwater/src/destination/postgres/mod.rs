@@ -23,7 +23,7 @@ use serde::Deserialize;
 use self::tls::SslMode;
 use super::plan::{LoadPlan, MergeMode};
 use super::sql::{
-    self, column_list, first_line, Dialect, Outcome, Param, RowOrder, SqlClient, SqlValue,
+    self, column_list, first_line, BulkFile, Dialect, Outcome, Param, RowOrder, SqlClient, SqlValue,
 };
 use super::{Capabilities, Destination, LoadJob, LoadRecord, Restored, TableCount};
 use crate::error::{Error, Result};
@@ -438,10 +438,25 @@ impl<C: GenericClient> SqlClient for PgClient<'_, C> {
         &mut self,
         schema: &str,
         table: &Table,
+        files: &[BulkFile<'_>],
+        // COPY keeps the files' order either way, at the same cost.
+        _order: RowOrder,
+    ) -> Result<()> {
+        for file in files {
+            self.copy_file(schema, table, file.columns, &file.path)?;
+        }
+        Ok(())
+    }
+}
+
+impl<C: GenericClient> PgClient<'_, C> {
+    /// Copies one package file into `schema.table`.
+    fn copy_file(
+        &mut self,
+        schema: &str,
+        table: &Table,
         columns: &[String],
         file: &Path,
-        // COPY keeps the file's order either way, at the same cost.
-        _order: RowOrder,
     ) -> Result<()> {
         let started = Instant::now();
         let target = sql::qualified(schema, &table.name);

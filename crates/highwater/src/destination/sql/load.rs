@@ -8,12 +8,14 @@ use super::replace::{moves_staging_tables, swap};
 use super::scd2::{scd2, Scd2Values};
 use super::system::{check_state_base, ensure_system_tables, write_load_rows};
 use super::{
-    column_list, qualified, quote, staging_dataset, Dialect, Param, RowOrder, SqlClient, SqlValue,
+    column_list, qualified, quote, staging_dataset, BulkFile, Dialect, Param, RowOrder, SqlClient,
+    SqlValue,
 };
 use crate::destination::plan::{LoadPlan, Merge, Target};
 use crate::destination::LoadJob;
 use crate::error::{Error, Result};
-use crate::schema::{Column, MergeStrategy, Table};
+use crate::package::TableFile;
+use crate::schema::{Column, MergeStrategy, Table, WriteDisposition};
 
 /// How a load ended; the caller commits or rolls back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,13 +48,13 @@ pub fn load(
         )?;
     }
     let mut final_columns: HashMap<String, Vec<String>> = HashMap::new();
-    // Final tables this load creates: filled in any row order (see `RowOrder::Free`).
-    let mut created: HashSet<&str> = HashSet::new();
+    // Tables filled in any row order (see `RowOrder::Free`).
+    let mut free_order: HashSet<&str> = HashSet::new();
     for table in &plan.tables {
-        let (columns, new) = ensure_table(client, dataset, table, true)?;
+        let (columns, created) = ensure_table(client, dataset, table, true)?;
         final_columns.insert(table.name.clone(), columns);
-        if new {
-            created.insert(table.name.as_str());
+        if created && !merges_later(job, &table.name) {
+            free_order.insert(table.name.as_str());
         }
     }
     for table in &plan.truncate {
@@ -85,27 +87,25 @@ pub fn load(
         .flat_map(|r| r.chain().map(|t| t.name.as_str()))
         .collect();
 
-    // Rows keep load order everywhere: staging needs it (a merge keeps the last duplicate).
+    // Rows keep load order everywhere (unless freed): staging needs it (a merge keeps the last
+    // duplicate).
     let mut staged_columns: HashMap<String, Vec<String>> = HashMap::new();
-    for load in plan
-        .files
-        .iter()
-        .filter(|f| f.target != Target::FinalAfterDeletes)
-    {
-        let table = table_of(job, &load.file.table)?;
-        let path = job.files_dir.join(&load.file.file);
-        if load.target == Target::Staging {
+    for group in file_groups(plan, |target| target != Target::FinalAfterDeletes) {
+        let table = table_of(job, group.table)?;
+        if group.target == Target::Staging {
             if !staged_columns.contains_key(&table.name) {
                 let constraints = moved.contains(table.name.as_str());
                 let (columns, _) = ensure_table(client, &staging, table, constraints)?;
                 staged_columns.insert(table.name.clone(), columns);
             }
-            client.bulk_insert(&staging, table, &load.file.columns, &path, RowOrder::Kept)?;
+            insert_group(client, &staging, table, &group, RowOrder::Kept, job)?;
         } else {
-            let order = final_order(&created, &table.name);
-            client.bulk_insert(dataset, table, &load.file.columns, &path, order)?;
+            let order = match free_order.contains(table.name.as_str()) {
+                true => RowOrder::Free,
+                false => RowOrder::Kept,
+            };
+            insert_group(client, dataset, table, &group, order, job)?;
         }
-        (job.on_file_loaded)(load.file.rows);
     }
 
     for (i, merge) in plan.direct_merges.iter().enumerate() {
@@ -126,16 +126,9 @@ pub fn load(
             client.execute(&statement, params, &format!("merging {}", merge.root.name))?;
         }
     }
-    for load in plan
-        .files
-        .iter()
-        .filter(|f| f.target == Target::FinalAfterDeletes)
-    {
-        let table = table_of(job, &load.file.table)?;
-        let path = job.files_dir.join(&load.file.file);
-        let order = final_order(&created, &table.name);
-        client.bulk_insert(dataset, table, &load.file.columns, &path, order)?;
-        (job.on_file_loaded)(load.file.rows);
+    for group in file_groups(plan, |target| target == Target::FinalAfterDeletes) {
+        let table = table_of(job, group.table)?;
+        insert_group(client, dataset, table, &group, RowOrder::Kept, job)?;
     }
 
     for (i, merge) in plan.staged_merges.iter().enumerate() {
@@ -252,6 +245,57 @@ pub fn load(
     Ok(Outcome::Loaded)
 }
 
+/// The files of one table that go to one target, in load order.
+struct FileGroup<'a> {
+    table: &'a str,
+    target: Target,
+    files: Vec<&'a TableFile>,
+}
+
+/// The plan's files whose target passes `wanted`, grouped by table and target in the order of
+/// each group's first file: one bulk insert per group costs less than one per file (a
+/// statement that fills a table in free order leaves a partly filled block per thread).
+fn file_groups<'a>(plan: &LoadPlan<'a>, wanted: impl Fn(Target) -> bool) -> Vec<FileGroup<'a>> {
+    let mut groups: Vec<FileGroup<'a>> = Vec::new();
+    for load in plan.files.iter().filter(|f| wanted(f.target)) {
+        let table = load.file.table.as_str();
+        match groups
+            .iter_mut()
+            .find(|g| g.table == table && g.target == load.target)
+        {
+            Some(group) => group.files.push(load.file),
+            None => groups.push(FileGroup {
+                table,
+                target: load.target,
+                files: vec![load.file],
+            }),
+        }
+    }
+    groups
+}
+
+/// Bulk-loads `group` into `schema.table` and reports its rows as loaded.
+fn insert_group(
+    client: &mut dyn SqlClient,
+    schema: &str,
+    table: &Table,
+    group: &FileGroup<'_>,
+    order: RowOrder,
+    job: &LoadJob<'_>,
+) -> Result<()> {
+    let files: Vec<BulkFile<'_>> = group
+        .files
+        .iter()
+        .map(|file| BulkFile {
+            path: job.files_dir.join(&file.file),
+            columns: &file.columns,
+        })
+        .collect();
+    client.bulk_insert(schema, table, &files, order)?;
+    (job.on_file_loaded)(group.files.iter().map(|f| f.rows).sum());
+    Ok(())
+}
+
 fn table_of<'a>(job: &'a LoadJob<'_>, name: &str) -> Result<&'a Table> {
     job.schema.tables.get(name).ok_or_else(|| Error::Corrupt {
         what: format!("package {}", job.load_id),
@@ -259,14 +303,17 @@ fn table_of<'a>(job: &'a LoadJob<'_>, name: &str) -> Result<&'a Table> {
     })
 }
 
-/// The row order of a bulk insert into the final table `table`: free when this load created
-/// the table.
-fn final_order(created: &HashSet<&str>, table: &str) -> RowOrder {
-    if created.contains(table) {
-        RowOrder::Free
-    } else {
-        RowOrder::Kept
-    }
+/// Whether later loads merge into `table` (its root's write disposition is merge). A table
+/// filled in free order makes those merges slower, so it keeps load order even when created:
+/// DuckDB prunes the blocks of rows a merge cannot touch by their key ranges, which only stay
+/// narrow in load order (a re-run of 10 % new events merged in 2.0–2.5 s into a table filled in
+/// free order, against 1.3–1.4 s in load order).
+fn merges_later(job: &LoadJob<'_>, table: &str) -> bool {
+    let root = job.schema.root_of(table);
+    job.schema
+        .tables
+        .get(root)
+        .is_some_and(|root| root.write_disposition == WriteDisposition::Merge)
 }
 
 fn drop_staging_table(client: &mut dyn SqlClient, staging: &str, table: &str) -> Result<()> {

@@ -14,7 +14,7 @@ mod replace;
 mod scd2;
 mod system;
 
-use std::path::Path;
+use std::path::PathBuf;
 
 pub use catalog::{existing_columns, table_counts, table_exists};
 pub use load::{load, Outcome};
@@ -102,26 +102,35 @@ pub trait SqlClient {
         context: &str,
     ) -> Result<Vec<Vec<SqlValue>>>;
 
-    /// Bulk-loads the package file `file` (Parquet holding `columns`) into `schema.table`,
-    /// keeping the file's row order unless `order` frees it.
+    /// Bulk-loads the package files `files` of one table into `schema.table`, in the order of
+    /// the list and of the rows in each file unless `order` frees it.
     fn bulk_insert(
         &mut self,
         schema: &str,
         table: &Table,
-        columns: &[String],
-        file: &Path,
+        files: &[BulkFile<'_>],
         order: RowOrder,
     ) -> Result<()>;
+}
+
+/// A package file to bulk-load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkFile<'a> {
+    /// The Parquet file.
+    pub path: PathBuf,
+    /// The columns it holds, in order.
+    pub columns: &'a [String],
 }
 
 /// Whether a bulk insert must keep the rows in the file's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowOrder {
-    /// In file order: staging (a merge keeps the last duplicate of a key, by load order) and
-    /// tables that existed before the load (whose later merges find rows where they expect).
+    /// In file order: staging (a merge keeps the last duplicate of a key, by load order),
+    /// tables that existed before the load, and tables later loads merge into.
     Kept,
-    /// In any order: a final table created by this load, which nothing reads in load order, so
-    /// a destination may fill it on several threads.
+    /// In any order: a final table created by this load that no load merges into (append,
+    /// replace), which nothing reads in load order, so a destination may fill it on several
+    /// threads.
     Free,
 }
 
