@@ -74,7 +74,8 @@ pub struct DuckDbConfig {
     #[serde(default)]
     pub memory_limit: Option<String>,
     /// DuckDB's threads during loads; default one per core, but one on a machine with two cores
-    /// or fewer, where one thread loads faster.
+    /// or fewer, where one thread loads faster in load order (a table the load creates and no
+    /// load merges into is filled on every core, see [`RowOrder::Free`]).
     #[serde(default)]
     pub threads: Option<usize>,
     /// Seconds a run waits for another process to release the file (default 300).
