@@ -2,9 +2,12 @@
 //! each file either loads as dlt 1.31.0 loads it, or is refused with an error naming the file
 //! and line, leaving tables and state as they were and the next run unaffected.
 
+#[path = "../../highwater/tests/common/mod.rs"]
+mod common;
 mod support;
 
-use support::{failed, ok, Project};
+use common::destinations::{Kind, TestDestination};
+use support::{failed, ok, on_every_destination, Project};
 
 /// A pipeline appending `data/*.jsonl` to `raw.items` in `out.duckdb`, working dir `work`.
 fn items_pipeline(extra: &str) -> String {
@@ -455,4 +458,46 @@ fn hostile_inputs_load_as_dlt_loads_them_or_are_refused_naming_file_and_line() {
             }
         }
     }
+}
+
+on_every_destination!(what_a_destination_stores_of_odd_strings_and_keys);
+
+/// The cases whose outcome is the destination's: a NUL in a string (PostgreSQL text cannot hold
+/// one: dropped there, as dlt drops it; kept elsewhere), keys that look like SQL (named and quoted
+/// as dlt names them), a string of 5 MB.
+fn what_a_destination_stores_of_odd_strings_and_keys(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = TestDestination::new(kind, dir.path());
+    let p =
+        Project::new(&items_pipeline("").replace("duckdb:out.duckdb", &d.spec())).with_env(d.env());
+    let mut text = String::from(r#"{"id": 1, "s": "a\u0000b"}"#);
+    text += "\n";
+    text += r#"{"id": 2, "select": 1, "a\"; DROP TABLE items; --": 2}"#;
+    text += "\n";
+    text += &format!(r#"{{"id": 3, "s": "{}"}}"#, "x".repeat(5 << 20));
+    text += "\n";
+    p.write("data/odd.jsonl", &text);
+    ok(&p.run(&["--json"], &[]));
+    let nul = if kind == Kind::Postgres { "ab" } else { "a\0b" };
+    assert_eq!(
+        d.rows(
+            "SELECT CAST(id AS VARCHAR), CAST(\"select\" AS VARCHAR), \
+             CAST(a_drop_table_itemsxxx AS VARCHAR), CAST(length(s) AS VARCHAR) \
+             FROM raw.items ORDER BY id"
+        ),
+        vec![
+            serde_json::json!(["1", null, null, nul.len().to_string()]),
+            serde_json::json!(["2", "1", "2", null]),
+            serde_json::json!(["3", null, null, (5 << 20).to_string()]),
+        ]
+        .into_iter()
+        .map(|r| r.as_array().unwrap().clone())
+        .collect::<Vec<_>>(),
+        "{kind:?}"
+    );
+    assert_eq!(
+        d.rows("SELECT s FROM raw.items WHERE id = 1"),
+        vec![vec![serde_json::json!(nul)]],
+        "{kind:?}"
+    );
 }
