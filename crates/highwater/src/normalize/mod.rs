@@ -709,6 +709,11 @@ impl<'a> Normalizer<'a> {
         let name = self.column_name(prefix, key);
         match node {
             Node::Object(child) if !self.is_json_column(table, &name, lvl) => {
+                if name == *prefix {
+                    // A key with no name (`__`) opens an object whose keys join the enclosing
+                    // one's: a key in both keeps the last value, as in dlt's dict.
+                    self.collisions.insert(name.clone());
+                }
                 out.nested.push((child, name, lvl - 1));
             }
             Node::Array(list) if !self.is_json_column(table, &name, lvl) => {

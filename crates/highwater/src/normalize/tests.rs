@@ -250,6 +250,40 @@ fn keys_with_one_name_keep_the_last_value_like_a_python_dict() {
         2,
         "the later list wins"
     );
+
+    // A later null overwrites too: the row has no value and, alone, makes no column (dlt 1.31.0
+    // gives `[(1, None), (2, True)]` for these two items).
+    let (dir, schema, files) = normalize_append(vec![
+        json!({"id": 1, "a-b": false, "aB": null}),
+        json!({"id": 2, "aB": null, "a-b": true}),
+    ]);
+    assert_eq!(
+        columns(&schema, "t"),
+        ["id", "_dlt_load_id", "_dlt_id", "a_b"]
+    );
+    let rows = read_rows(dir.path(), &files, "t");
+    let a_b: Vec<Option<&str>> = rows.iter().map(|r| r["a_b"].as_deref()).collect();
+    assert_eq!(a_b, [None, Some("true")]);
+}
+
+/// A key with no name (`__`) holding an object puts its keys beside the object's own; a key in
+/// both keeps the last value whether or not the schema already knows the column (dlt 1.31.0,
+/// `max_table_nesting = 1`, stores `[null]` on both runs).
+#[test]
+fn an_unnamed_objects_keys_join_the_enclosing_object_last_value_first() {
+    let item = json!({"kk": [], "__": {"kk": [null]}});
+    let mut schema = Schema::new("p");
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spec(WriteDisposition::Append, &[]);
+        spec.max_table_nesting = Some(1);
+        let mut n = Normalizer::new(&mut schema, Naming::default(), "1", dir.path());
+        let root = n.prepare_root("t", &spec).unwrap();
+        n.push_item(&root, item.clone(), "").unwrap();
+        let files = n.finish().unwrap();
+        let rows = read_rows(dir.path(), &files, "t");
+        assert_eq!(rows[0]["kk"].as_deref(), Some("[null]"), "{files:?}");
+    }
 }
 
 #[test]
