@@ -13,7 +13,8 @@ use serde_json::Value;
 use common::destinations::{Kind, TestDestination};
 use common::expected_tables;
 use common::scenario::{
-    assert_row_ids_match, assert_tables_match, rank_times, read_json, resource_for, strings, Feed,
+    assert_row_ids_match, assert_system_rows_match, assert_tables_match, rank_times, read_json,
+    resource_for, strings, Feed,
 };
 
 fn scenarios_dir() -> PathBuf {
@@ -87,17 +88,7 @@ fn run_scenario_in(dir: &Path, name: &str, feed: Feed, kind: Kind) {
     rank_times(&mut actual, &rank_columns);
     rank_times(&mut wanted, &rank_columns);
     assert_tables_match(name, &actual, &wanted);
-    let ds = format!("\"{dataset}\"");
-    assert_eq!(
-        destination.count(&format!("SELECT count(*) FROM {ds}._dlt_loads")),
-        expected["loads"].as_i64().unwrap(),
-        "{name}: _dlt_loads rows"
-    );
-    assert_eq!(
-        destination.count(&format!("SELECT count(*) FROM {ds}._dlt_pipeline_state")),
-        expected["state_rows"].as_i64().unwrap(),
-        "{name}: _dlt_pipeline_state rows"
-    );
+    assert_system_rows_match(name, &destination, dataset, &expected);
 }
 
 /// Each scenario once per destination: `duckdb::nested_append`, `postgres::nested_append`, …

@@ -17,7 +17,9 @@ use serde_json::Value;
 
 use common::destinations::{Kind, TestDestination};
 use common::expected_tables;
-use common::scenario::{assert_tables_match, read_json, resource_for, Feed};
+use common::scenario::{
+    assert_system_rows_match, assert_tables_match, read_json, resource_for, Feed,
+};
 
 fn takeover_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/dlt_fixtures/takeover")
@@ -33,6 +35,31 @@ fn fixture(dir: &Path, what: &str, kind: Kind) -> Value {
     read_json(&dir.join(format!("{what}.{suffix}.json")))
 }
 
+/// The column definitions of a recorded table: name, type, NOT NULL and UNIQUE as dlt made them
+/// (DuckDB's dumps record no `unique`).
+fn column_defs(columns: &[Value]) -> Vec<String> {
+    columns
+        .iter()
+        .map(|c| {
+            let not_null = if c["nullable"].as_bool().unwrap() {
+                ""
+            } else {
+                " NOT NULL"
+            };
+            let unique = if c["unique"].as_bool() == Some(true) {
+                " UNIQUE"
+            } else {
+                ""
+            };
+            format!(
+                "\"{}\" {}{not_null}{unique}",
+                c["name"].as_str().unwrap(),
+                c["type"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 /// Recreates dlt's run-1 destination of a scenario, as recorded.
 fn recreate(destination: &TestDestination, run1: &Value) {
     let dataset = run1["dataset"].as_str().unwrap();
@@ -43,21 +70,7 @@ fn recreate(destination: &TestDestination, run1: &Value) {
                 .unwrap();
             for (table, dump) in run1["tables"].as_object().unwrap() {
                 let columns = dump["columns"].as_array().unwrap();
-                let defs: Vec<String> = columns
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "\"{}\" {}{}",
-                            c["name"].as_str().unwrap(),
-                            c["type"].as_str().unwrap(),
-                            if c["nullable"].as_bool().unwrap() {
-                                ""
-                            } else {
-                                " NOT NULL"
-                            }
-                        )
-                    })
-                    .collect();
+                let defs = column_defs(columns);
                 conn.execute_batch(&format!(
                     "CREATE TABLE \"{dataset}\".\"{table}\" ({})",
                     defs.join(", ")
@@ -86,26 +99,7 @@ fn recreate(destination: &TestDestination, run1: &Value) {
                 .unwrap();
             for (table, dump) in run1["tables"].as_object().unwrap() {
                 let columns = dump["columns"].as_array().unwrap();
-                let defs: Vec<String> = columns
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "\"{}\" {}{}{}",
-                            c["name"].as_str().unwrap(),
-                            c["type"].as_str().unwrap(),
-                            if c["nullable"].as_bool().unwrap() {
-                                ""
-                            } else {
-                                " NOT NULL"
-                            },
-                            if c["unique"].as_bool() == Some(true) {
-                                " UNIQUE"
-                            } else {
-                                ""
-                            }
-                        )
-                    })
-                    .collect();
+                let defs = column_defs(columns);
                 client
                     .batch_execute(&format!(
                         "CREATE TABLE \"{dataset}\".\"{table}\" ({})",
@@ -192,17 +186,8 @@ fn take_over(name: &str, kind: Kind, feed: Feed) {
         &destination.dump_dataset(dataset),
         &expected_tables(&expected),
     );
+    assert_system_rows_match(name, &destination, dataset, &expected);
     let ds = format!("\"{dataset}\"");
-    assert_eq!(
-        destination.count(&format!("SELECT count(*) FROM {ds}._dlt_loads")),
-        expected["loads"].as_i64().unwrap(),
-        "{name}: _dlt_loads rows"
-    );
-    assert_eq!(
-        destination.count(&format!("SELECT count(*) FROM {ds}._dlt_pipeline_state")),
-        expected["state_rows"].as_i64().unwrap(),
-        "{name}: _dlt_pipeline_state rows"
-    );
 
     // The state: dlt's incremental state after its own second run, in dlt's typed JSON.
     let state = pipeline.local_state().unwrap().unwrap();

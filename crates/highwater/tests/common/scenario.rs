@@ -172,6 +172,27 @@ pub fn resource_for(dir: &Path, run: &Value, feed: Feed) -> Resource {
     resource
 }
 
+/// Asserts that `dataset` holds as many `_dlt_loads` and `_dlt_pipeline_state` rows as dlt's
+/// (`expected["loads"]`, `expected["state_rows"]`).
+pub fn assert_system_rows_match(
+    name: &str,
+    destination: &super::destinations::TestDestination,
+    dataset: &str,
+    expected: &Value,
+) {
+    let ds = format!("\"{dataset}\"");
+    assert_eq!(
+        destination.count(&format!("SELECT count(*) FROM {ds}._dlt_loads")),
+        expected["loads"].as_i64().unwrap(),
+        "{name}: _dlt_loads rows"
+    );
+    assert_eq!(
+        destination.count(&format!("SELECT count(*) FROM {ds}._dlt_pipeline_state")),
+        expected["state_rows"].as_i64().unwrap(),
+        "{name}: _dlt_pipeline_state rows"
+    );
+}
+
 /// Asserts that `actual` (highwater's tables) equals `wanted` (dlt's): the same tables, columns
 /// with types and nullability, and rows (ids compared by structure).
 pub fn assert_tables_match(
